@@ -1,0 +1,1 @@
+"""The consult-then-reason agent loop, the rule tool adapters and episode traces."""

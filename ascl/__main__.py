@@ -1,0 +1,3 @@
+from ascl.cli import main
+
+main()

@@ -1,0 +1,28 @@
+"""Entry point of the `ascl` command; each package contributes its sub-commands."""
+
+import rule_service.offline  # noqa: F401  (before any import that may reach a model hub)
+
+import typer
+
+from rule_service.cli import register as register_rule_service
+
+app = typer.Typer(
+    name="ascl",
+    help="Adaptive Safe Context Learning: a safety rule service, an agent loop and RL training adapters.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+register_rule_service(app)
+
+
+def _register_eval() -> None:
+    from ascl.evaluation.cli import eval_app
+
+    app.add_typer(eval_app, name="eval")
+
+
+_register_eval()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Evaluation harness: retrieval quality now; agent safety and utility to come."""

