@@ -6,7 +6,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import metadata
 from typing import Any
@@ -16,7 +15,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rule_service.errors import install_error_handlers
-from rule_service.metrics import Metrics
+from rule_service.batcher import EncoderWorker
+from rule_service.metrics import CacheCollector, Metrics
 from rule_service.routes import get_service
 from rule_service.routes import router as api_router
 from rule_service.service import RuleService
@@ -57,17 +57,15 @@ def create_app(settings: Settings, service: RuleService | None = None) -> FastAP
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ascl-encoder")
+        if app.state.service is None:
+            app.state.service = await asyncio.to_thread(RuleService.load, settings)
+        worker = _start_encoder_worker(app)
+        _publish_gauges(app)
+        logger.info("rule service ready on %s:%s", settings.host, settings.port)
         try:
-            if app.state.service is None:
-                app.state.service = await asyncio.get_running_loop().run_in_executor(
-                    app.state.executor, RuleService.load, settings
-                )
-            _publish_gauges(app)
-            logger.info("rule service ready on %s:%s", settings.host, settings.port)
             yield
         finally:
-            app.state.executor.shutdown(wait=False, cancel_futures=True)
+            await asyncio.to_thread(worker.close)
             logger.info("rule service stopped")
 
     app = FastAPI(
@@ -89,6 +87,27 @@ def create_app(settings: Settings, service: RuleService | None = None) -> FastAP
     protected.include_router(_info_router())
     app.include_router(protected)
     return app
+
+
+def _start_encoder_worker(app: FastAPI) -> EncoderWorker:
+    settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
+
+    def observe(size: int, seconds: float) -> None:
+        metrics.batch_size.observe(size)
+        metrics.batch_seconds.observe(seconds)
+
+    worker = EncoderWorker(
+        app.state.service.encoder,
+        max_batch=settings.encode_max_batch,
+        max_wait_ms=settings.encode_max_wait_ms,
+        cache_size=settings.query_cache_size,
+        queue_size=settings.encode_queue_size,
+        on_batch=observe,
+    )
+    metrics.registry.register(CacheCollector(worker.stats))
+    app.state.encoder_worker = worker
+    return worker
 
 
 def _publish_gauges(app: FastAPI) -> None:

@@ -1,13 +1,12 @@
 """HTTP routes: search, the Search-R1 retriever, rule listing and the rule tool."""
 
-import asyncio
-import functools
 import math
 from collections import Counter
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from rule_service.batcher import EncoderOverloadedError
 from rule_service.categories import ALL_CODES, describe_codes
 from rule_service.errors import InputError
 from rule_service.rules import Rule
@@ -56,12 +55,23 @@ def get_service(request: Request) -> RuleService:
 ServiceDep = Annotated[RuleService, Depends(get_service)]
 
 
-async def run_search(request: Request, function: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a blocking search on the app's encoder thread, off the event loop."""
-    loop = asyncio.get_running_loop()
+async def run_search(request: Request, service: RuleService, queries: list[str], top_k: int, **kwargs: Any) -> list[list[Hit]]:
+    """Embed the queries on the batching encoder thread, then rank them here.
+
+    Ranking (FAISS over thousands of vectors and BM25) takes well under a
+    millisecond per query, so it runs on the event loop without a thread hop.
+    """
+    retriever = Retriever(kwargs.pop("retriever", None) or service.settings.retriever)
     metrics = request.app.state.metrics
-    with metrics.encode_seconds.time():
-        return await loop.run_in_executor(request.app.state.executor, functools.partial(function, *args, **kwargs))
+    with metrics.search_seconds.time():
+        vectors = None
+        if retriever is not Retriever.bm25:
+            try:
+                vectors = await request.app.state.encoder_worker.encode(queries)
+            except EncoderOverloadedError as exc:
+                raise HTTPException(status_code=503, detail=f"server busy: {exc}; retry later",
+                                    headers={"Retry-After": "1"}) from None
+        return service.search(queries, top_k, retriever=retriever, vectors=vectors, **kwargs)
 
 
 def check_query(settings: Settings, field: str, query: str) -> None:
@@ -137,7 +147,7 @@ async def search_rules(body: SearchRequest, request: Request, service: ServiceDe
     loaded, top_k = check_filters(service, body)
     retriever = body.retriever or service.settings.retriever
     results = await run_search(
-        request, service.search, [body.query], top_k, ruleset=loaded.name,
+        request, service, [body.query], top_k, ruleset=loaded.name,
         categories=body.categories, min_score=body.min_score, retriever=retriever,
     )
     _count_queries(request, loaded, retriever, 1)
@@ -151,7 +161,7 @@ async def batch_search_rules(body: BatchSearchRequest, request: Request, service
     loaded, top_k = check_filters(service, body)
     retriever = body.retriever or service.settings.retriever
     results = await run_search(
-        request, service.search, body.queries, top_k, ruleset=loaded.name,
+        request, service, body.queries, top_k, ruleset=loaded.name,
         categories=body.categories, min_score=body.min_score, retriever=retriever,
     )
     _count_queries(request, loaded, retriever, len(body.queries))
@@ -166,7 +176,7 @@ async def retrieve(body: RetrieveRequest, request: Request, service: ServiceDep)
     top_k = check_top_k(service.settings, "topk", body.topk)
     loaded = service.get(None)
     retriever = service.settings.retriever
-    results = await run_search(request, service.search, body.queries, top_k, retriever=retriever)
+    results = await run_search(request, service, body.queries, top_k, retriever=retriever)
     _count_queries(request, loaded, retriever, len(body.queries))
     documents = [
         [(RetrieveDocument(id=hit.rule.id, contents=f"{hit.rule.title}\n{hit.rule.text}"), hit.score) for hit in hits]
@@ -249,7 +259,7 @@ async def call_tool(body: ToolCallRequest, request: Request, service: ServiceDep
     except (ToolArgumentError, InputError) as exc:
         return ToolCallResponse(tool_call_id=body.id, name=TOOL_NAME, content=f"Error: {exc}", is_error=True, rules=[])
 
-    results = await run_search(request, service.search, [arguments.query], top_k,
+    results = await run_search(request, service, [arguments.query], top_k,
                                ruleset=loaded.name, categories=arguments.categories)
     _count_queries(request, loaded, settings.retriever, 1)
     rules = [ToolRuleText(id=h.rule.id, title=h.rule.title, text=h.rule.text, score=_finite(h.score)) for h in results[0]]

@@ -115,15 +115,22 @@ class RuleService:
         categories: Iterable[str] | None = None,
         min_score: float | None = None,
         retriever: Retriever | None = None,
+        vectors: np.ndarray | None = None,
     ) -> list[list[Hit]]:
-        """Rank rules for each query; the result has one list of at most `top_k` hits per query."""
+        """Rank rules for each query; the result has one list of at most `top_k` hits per query.
+
+        `vectors` are the queries' embeddings when the caller already has them
+        (the HTTP app gets them from its batching encoder thread); otherwise
+        the encoder is called here.
+        """
         loaded = self.get(ruleset)
         retriever = Retriever(retriever or self.settings.retriever)
         allowed = _category_mask(loaded, categories)
         floor = self.settings.min_score if min_score is None else min_score
 
-        vectors = None
-        if retriever is not Retriever.bm25:
+        if retriever is Retriever.bm25:
+            vectors = None
+        elif vectors is None:
             vectors = self.encoder.encode(queries)
         results = []
         for position, query in enumerate(queries):

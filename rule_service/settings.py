@@ -90,7 +90,13 @@ class Settings(BaseSettings):
     max_page_size: Annotated[int, Field(ge=1)] = 200
     min_score: float | None = Field(None, description="Default score floor; hits below it are dropped.")
     tool_char_budget: Annotated[int, Field(ge=200)] = 4000
-    encode_batch_size: Annotated[int, Field(ge=1)] = 64
+    encode_batch_size: Annotated[int, Field(ge=1, description="Encoder batch size when indexing.")] = 64
+    encode_max_batch: Annotated[int, Field(ge=1, description="Most queries the encoder thread embeds in one call.")] = 64
+    encode_max_wait_ms: Annotated[
+        float, Field(ge=0, le=1000, description="How long the encoder thread waits for more queries before encoding; 0 encodes at once.")
+    ] = 0.0
+    encode_queue_size: Annotated[int, Field(ge=1, description="Most requests waiting for the encoder; beyond it the server answers 503.")] = 1024
+    query_cache_size: Annotated[int, Field(ge=0, description="Query embeddings kept in the LRU cache; 0 disables it.")] = 10_000
     log_level: str = Field("INFO", description="Python logging level name.")
 
     @field_validator("default_ruleset")

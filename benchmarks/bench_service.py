@@ -1,0 +1,173 @@
+"""Throughput and latency of the rule service against the raw encoder ceiling.
+
+Starts `ascl serve` on a free loopback port (or uses --url), then, in one
+run on one machine:
+1. times `SentenceTransformer.encode` on the same queries, one at a time and
+   in batches of 8 and 32: the ceiling no server can beat without caching;
+2. drives POST /v1/rules/search at each concurrency level with distinct
+   queries, repeating each level and quoting medians.
+
+Prints a table and writes JSON (default benchmarks/results/bench_service.json).
+Run: .venv/bin/python benchmarks/bench_service.py [--concurrency 1,8,32] [--repeats 3]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import rule_service.offline  # noqa: E402,F401
+
+from rule_service.index import write_atomic  # noqa: E402
+
+
+def load_queries() -> list[str]:
+    lines = (ROOT / "corpus" / "eval" / "retrieval.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["query"] for line in lines if line.strip()]
+
+
+def encoder_ceiling(queries: list[str], repeats: int) -> dict[str, float]:
+    """Queries per second of raw encode calls: one query per call, then batches of 8 and 32."""
+    from sentence_transformers import SentenceTransformer
+
+    from rule_service.encoder import resolve_encoder
+
+    model = SentenceTransformer(resolve_encoder(os.environ.get("ASCL_ENCODER", "")).path, device="cpu")
+    model.encode(queries[:32], normalize_embeddings=True)  # warm-up
+    result = {}
+    for batch in (1, 8, 32):
+        rates, single_latencies = [], []
+        for _ in range(repeats):
+            sample = queries[: max(64, batch * 8)]
+            started = time.perf_counter()
+            for start in range(0, len(sample), batch):
+                call_started = time.perf_counter()
+                model.encode(sample[start : start + batch], normalize_embeddings=True, batch_size=batch)
+                single_latencies.append(time.perf_counter() - call_started)
+            rates.append(len(sample) / (time.perf_counter() - started))
+        result[f"batch{batch}_qps"] = statistics.median(rates)
+        if batch == 1:
+            result["single_p50_ms"] = statistics.median(single_latencies) * 1000
+    return result
+
+
+async def drive(url: str, queries: list[str], concurrency: int, total: int, headers: dict[str, str]) -> dict[str, float]:
+    """Send `total` searches with `concurrency` workers; return rate, latency percentiles and errors."""
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(total))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        for index in counter:
+            body = {"query": queries[index % len(queries)], "top_k": 5}
+            started = time.perf_counter()
+            try:
+                response = await client.post(f"{url}/v1/rules/search", json=body, headers=headers)
+                if response.status_code != 200:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append(time.perf_counter() - started)
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    ms = np.array(latencies) * 1000
+    return {
+        "rps": total / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "errors": errors,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(index_dir: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = os.environ | {"ASCL_PORT": str(port), "ASCL_HOST": "127.0.0.1", "ASCL_INDEX_DIR": index_dir, "ASCL_LOG_LEVEL": "WARNING"}
+    process = subprocess.Popen([sys.executable, "-m", "ascl", "serve"], env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(f"ascl serve exited with code {process.returncode}")
+        time.sleep(0.5)
+    process.terminate()
+    raise RuntimeError("ascl serve did not become ready in 180 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="Benchmark a running server instead of starting one.")
+    parser.add_argument("--concurrency", default="1,8,32", help="Comma-separated client concurrency levels.")
+    parser.add_argument("--requests", type=int, default=320, help="Requests per level and repeat.")
+    parser.add_argument("--repeats", type=int, default=3, help="Repeats per level; medians are reported.")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "bench_service.json")
+    args = parser.parse_args()
+
+    queries = load_queries()
+    levels = [int(level) for level in args.concurrency.split(",")]
+    headers = {"Authorization": f"Bearer {os.environ['ASCL_API_KEY']}"} if os.environ.get("ASCL_API_KEY") else {}
+
+    ceiling = encoder_ceiling(queries, args.repeats)
+    process = None
+    with tempfile.TemporaryDirectory() as index_dir:
+        url = args.url
+        if url is None:
+            process, url = start_server(index_dir)
+        try:
+            asyncio.run(drive(url, queries, 8, 64, headers))  # warm-up
+            rows = []
+            for level in levels:
+                runs = [asyncio.run(drive(url, queries, level, args.requests, headers)) for _ in range(args.repeats)]
+                row = {key: statistics.median(run[key] for run in runs) for key in ("rps", "p50_ms", "p95_ms", "p99_ms")}
+                row |= {"concurrency": level, "errors": sum(run["errors"] for run in runs)}
+                row["rps_vs_batch32"] = row["rps"] / ceiling["batch32_qps"]
+                row["p50_vs_single_encode"] = row["p50_ms"] / ceiling["single_p50_ms"]
+                rows.append(row)
+        finally:
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
+
+    print(f"\nEncoder ceiling: 1 query/call {ceiling['batch1_qps']:.0f} q/s (p50 {ceiling['single_p50_ms']:.1f} ms), "
+          f"batch 8 {ceiling['batch8_qps']:.0f} q/s, batch 32 {ceiling['batch32_qps']:.0f} q/s")
+    print(f"{'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} {'rps/b32':>8} {'p50/enc':>8}")
+    for row in rows:
+        print(f"{row['concurrency']:>5} {row['rps']:>8.1f} {row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['p99_ms']:>8.1f} "
+              f"{row['errors']:>7} {row['rps_vs_batch32']:>8.2f} {row['p50_vs_single_encode']:>8.2f}")
+    payload = {"ceiling": ceiling, "levels": rows, "requests_per_level": args.requests, "repeats": args.repeats,
+               "cpus": os.cpu_count(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_atomic(args.output, json.dumps(payload, indent=2).encode("utf-8"))
+    print(f"JSON written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
