@@ -64,8 +64,18 @@ def encoder_ceiling(queries: list[str], repeats: int) -> dict[str, float]:
     return result
 
 
+def distinct_queries(queries: list[str], total: int, offset: int) -> list[str]:
+    """`total` queries never sent before in this run, so the server's query cache cannot help."""
+    return [f"{queries[n % len(queries)]} (case {offset + n})" for n in range(total)]
+
+
+def repeated_queries(queries: list[str], total: int, offset: int, group: int = 8) -> list[str]:
+    """Repeat each query `group` times in a row, as the G rollouts of one RL prompt do."""
+    return [f"{queries[(n // group) % len(queries)]} (case {offset + n // group})" for n in range(total)]
+
+
 async def drive(url: str, queries: list[str], concurrency: int, total: int, headers: dict[str, str]) -> dict[str, float]:
-    """Send `total` searches with `concurrency` workers; return rate, latency percentiles and errors."""
+    """Send `queries[:total]` with `concurrency` workers; return rate, latency percentiles and errors."""
     latencies: list[float] = []
     errors = 0
     counter = iter(range(total))
@@ -73,7 +83,7 @@ async def drive(url: str, queries: list[str], concurrency: int, total: int, head
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal errors
         for index in counter:
-            body = {"query": queries[index % len(queries)], "top_k": 5}
+            body = {"query": queries[index], "top_k": 5}
             started = time.perf_counter()
             try:
                 response = await client.post(f"{url}/v1/rules/search", json=body, headers=headers)
@@ -128,6 +138,8 @@ def main() -> None:
     parser.add_argument("--url", help="Benchmark a running server instead of starting one.")
     parser.add_argument("--concurrency", default="1,8,32", help="Comma-separated client concurrency levels.")
     parser.add_argument("--requests", type=int, default=320, help="Requests per level and repeat.")
+    parser.add_argument("--repeated-concurrency", type=int, default=32,
+                        help="Concurrency of the workload in which every query repeats 8 times.")
     parser.add_argument("--repeats", type=int, default=3, help="Repeats per level; medians are reported.")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "bench_service.json")
     args = parser.parse_args()
@@ -143,15 +155,25 @@ def main() -> None:
         if url is None:
             process, url = start_server(index_dir)
         try:
-            asyncio.run(drive(url, queries, 8, 64, headers))  # warm-up
-            rows = []
-            for level in levels:
-                runs = [asyncio.run(drive(url, queries, level, args.requests, headers)) for _ in range(args.repeats)]
+            offset = 0
+
+            def run_level(workload: str, level: int) -> dict[str, float]:
+                nonlocal offset
+                make = distinct_queries if workload == "distinct" else repeated_queries
+                runs = []
+                for _ in range(args.repeats):
+                    batch = make(queries, args.requests, offset)
+                    offset += args.requests
+                    runs.append(asyncio.run(drive(url, batch, level, args.requests, headers)))
                 row = {key: statistics.median(run[key] for run in runs) for key in ("rps", "p50_ms", "p95_ms", "p99_ms")}
-                row |= {"concurrency": level, "errors": sum(run["errors"] for run in runs)}
+                row |= {"workload": workload, "concurrency": level, "errors": sum(run["errors"] for run in runs)}
                 row["rps_vs_batch32"] = row["rps"] / ceiling["batch32_qps"]
                 row["p50_vs_single_encode"] = row["p50_ms"] / ceiling["single_p50_ms"]
-                rows.append(row)
+                return row
+
+            asyncio.run(drive(url, distinct_queries(queries, 64, 10**6), 8, 64, headers))  # warm-up
+            rows = [run_level("distinct", level) for level in levels]
+            rows.append(run_level("repeat8", args.repeated_concurrency))
         finally:
             if process is not None:
                 process.terminate()
@@ -159,9 +181,9 @@ def main() -> None:
 
     print(f"\nEncoder ceiling: 1 query/call {ceiling['batch1_qps']:.0f} q/s (p50 {ceiling['single_p50_ms']:.1f} ms), "
           f"batch 8 {ceiling['batch8_qps']:.0f} q/s, batch 32 {ceiling['batch32_qps']:.0f} q/s")
-    print(f"{'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} {'rps/b32':>8} {'p50/enc':>8}")
+    print(f"{'workload':>9} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} {'rps/b32':>8} {'p50/enc':>8}")
     for row in rows:
-        print(f"{row['concurrency']:>5} {row['rps']:>8.1f} {row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['p99_ms']:>8.1f} "
+        print(f"{row['workload']:>9} {row['concurrency']:>5} {row['rps']:>8.1f} {row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['p99_ms']:>8.1f} "
               f"{row['errors']:>7} {row['rps_vs_batch32']:>8.2f} {row['p50_vs_single_encode']:>8.2f}")
     payload = {"ceiling": ceiling, "levels": rows, "requests_per_level": args.requests, "repeats": args.repeats,
                "cpus": os.cpu_count(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

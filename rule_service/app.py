@@ -141,7 +141,7 @@ def _health_router() -> APIRouter:
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
+        """Report liveness: 200 whenever the process runs."""
         return {"status": "ok"}
 
     @router.get("/readyz")

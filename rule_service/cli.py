@@ -145,10 +145,14 @@ def validate_command(
     for path in paths:
         rules, problems = validate_path(path)
         for problem in problems:
-            error_console.print(str(problem), markup=False, highlight=False)
+            # soft_wrap keeps each problem on one line for grep and CI logs, whatever the width.
+            error_console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
         total_problems += len(problems)
         status = "[green]valid[/green]" if not problems else f"[red]{len(problems)} problem(s)[/red]"
-        console.print(f"{path}: {len(rules)} valid rule(s) in {len(rule_files(path)) if path.exists() else 0} file(s), {status}")
+        console.print(
+            f"{path}: {len(rules)} valid rule(s) in {len(rule_files(path)) if path.exists() else 0} file(s), {status}",
+            soft_wrap=True,
+        )
     if total_problems:
         raise typer.Exit(EXIT_INVALID_RULES)
 

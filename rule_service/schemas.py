@@ -1,8 +1,8 @@
 """Request and response bodies of the HTTP API.
 
-Static bounds that hold for every deployment live here; the limits a
-deployment can change (query length, `top_k`, batch size) are settings and
-are checked by `rule_service.checks` so that the message names the setting.
+Static bounds that apply to every deployment live here. The limits a
+deployment can change (query length, `top_k`, batch size) are settings,
+checked in `rule_service.routes` so that the error message names the setting.
 """
 
 from typing import Annotated, Any

@@ -1,8 +1,8 @@
 """Load rule sets, keep their indexes, and run searches: the service without HTTP.
 
 `RuleService.load(settings)` validates every rule set, loads the encoder and
-loads or (re)builds each index; it raises before returning anything when a
-rule set is invalid, so callers never hold a half-loaded corpus. The HTTP app
+loads or rebuilds each index. It raises before returning anything when a
+rule set is invalid, so callers never get a half-loaded corpus. The HTTP app
 and in-process clients both call `search`.
 """
 

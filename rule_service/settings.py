@@ -51,7 +51,7 @@ class IndexType(str, Enum):
 
 
 class StaleIndexPolicy(str, Enum):
-    """What to do when a saved index does not match the corpus or the encoder."""
+    """Action taken when a saved index does not match the corpus or the encoder."""
 
     rebuild = "rebuild"
     fail = "fail"
@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     encode_max_wait_ms: Annotated[
         float, Field(ge=0, le=1000, description="How long the encoder thread waits for more queries before encoding; 0 encodes at once.")
     ] = 0.0
-    encode_queue_size: Annotated[int, Field(ge=1, description="Most requests waiting for the encoder; beyond it the server answers 503.")] = 1024
+    encode_queue_size: Annotated[int, Field(ge=1, description="Most requests waiting for the encoder; beyond it the server returns 503.")] = 1024
     query_cache_size: Annotated[int, Field(ge=0, description="Query embeddings kept in the LRU cache; 0 disables it.")] = 10_000
     log_level: str = Field("INFO", description="Python logging level name.")
 

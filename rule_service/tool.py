@@ -82,7 +82,7 @@ def input_schema(max_top_k: int | None = None) -> dict[str, Any]:
 
 
 def openai_tool(max_top_k: int | None = None) -> dict[str, Any]:
-    """The tool as an entry of the Chat Completions `tools` list."""
+    """Render the tool as an entry of the Chat Completions `tools` list."""
     return {
         "type": "function",
         "function": {"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "parameters": input_schema(max_top_k)},
@@ -90,7 +90,7 @@ def openai_tool(max_top_k: int | None = None) -> dict[str, Any]:
 
 
 def responses_tool(max_top_k: int | None = None) -> dict[str, Any]:
-    """The tool as an entry of the Responses API `tools` list."""
+    """Render the tool as an entry of the Responses API `tools` list."""
     return {
         "type": "function",
         "name": TOOL_NAME,
@@ -101,7 +101,7 @@ def responses_tool(max_top_k: int | None = None) -> dict[str, Any]:
 
 
 def mcp_tool(max_top_k: int | None = None) -> dict[str, Any]:
-    """The tool as an MCP `tools/list` entry."""
+    """Render the tool as an MCP `tools/list` entry."""
     output = copy.deepcopy(RuleToolOutput.model_json_schema())
     return {
         "name": TOOL_NAME,
@@ -134,7 +134,7 @@ def parse_arguments(arguments: str | dict[str, Any]) -> RuleToolInput:
 
 
 class ToolArgumentError(ValueError):
-    """Tool arguments a model wrote cannot be used; the message tells the model what to fix."""
+    """Invalid tool arguments from a model; the message explains what to fix."""
 
 
 def _describe_error(error: dict[str, Any]) -> str:
