@@ -183,7 +183,7 @@ def _info_router() -> APIRouter:
                 "max_page_size": settings.max_page_size,
                 "tool_char_budget": settings.tool_char_budget,
             },
-            "auth_required": settings.api_key is not None,
+            "auth_required": request.app.state.settings.api_key is not None,
             "uptime_seconds": round(time.time() - request.app.state.started_at, 1),
         }
 

@@ -156,10 +156,15 @@ class EncoderWorker:
         started = time.perf_counter()
         try:
             vectors = self.encoder.encode(unique)
-        except Exception as exc:  # every waiting request must hear about the failure
-            logger.exception("encoding a batch of %d texts failed", len(unique))
-            for job in jobs:
-                job.future.set_exception(exc)
+        except Exception as exc:  # every waiting request must receive the failure
+            if len(jobs) > 1:
+                # One bad text must not fail the requests that shared its batch.
+                logger.warning("encoding a batch of %d jobs failed (%s); retrying each job alone", len(jobs), exc)
+                for job in jobs:
+                    self._encode_jobs([job])
+                return
+            logger.exception("encoding a job of %d texts failed", len(unique))
+            jobs[0].future.set_exception(exc)
             return
         seconds = time.perf_counter() - started
         by_text = dict(zip(unique, vectors, strict=True))

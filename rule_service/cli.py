@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rule_service.index import StaleIndexError
@@ -200,9 +201,21 @@ def _search_remote(url: str, body: dict[str, Any]) -> dict[str, Any]:
         error_console.print(f"[red]request to {url} failed:[/red] {exc}")
         raise typer.Exit(EXIT_SERVER) from None
     if response.status_code != 200:
-        error_console.print(f"[red]server returned {response.status_code}:[/red] {response.text[:500]}")
+        message = escape(_error_message(response))
+        error_console.print(f"[red]server returned {response.status_code}:[/red] {message}", soft_wrap=True)
         raise typer.Exit(EXIT_SERVER)
     return response.json()
+
+
+def _error_message(response: Any) -> str:
+    """Return the `message` field of an error body, or the raw text when the body has none."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    return response.text[:500]
 
 
 def _search_local(body: dict[str, Any], corpus_dir: Path | None, index_dir: Path | None) -> dict[str, Any]:

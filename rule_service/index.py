@@ -95,6 +95,13 @@ class DenseIndex:
         self.index = index
         self.rule_ids = rule_ids
         self.manifest = manifest
+        self._rows = {rule_id: row for row, rule_id in enumerate(rule_ids)}
+        # HNSW and IVF search only part of the index, so hybrid fusion can meet
+        # rules the dense search did not return; their exact cosine comes from
+        # these stored vectors. IVF needs a direct map before it can reconstruct.
+        if isinstance(index, faiss.IndexIVF):
+            index.make_direct_map()
+        self._vectors = index.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros((0, index.d), np.float32)
 
     def search(self, vectors: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         """Return, for each query vector, up to `k` (rule id, cosine similarity) pairs, best first."""
@@ -106,6 +113,12 @@ class DenseIndex:
         for score_row, id_row in zip(scores, rows, strict=True):
             results.append([(self.rule_ids[r], float(s)) for s, r in zip(score_row, id_row, strict=True) if r >= 0])
         return results
+
+
+    def similarity(self, vector: np.ndarray, rule_ids: list[str]) -> list[float]:
+        """Return the exact cosine similarity of one query vector, shape (1, dimension), to each rule."""
+        rows = [self._rows[rule_id] for rule_id in rule_ids]
+        return [float(score) for score in self._vectors[rows] @ vector[0]]
 
 
 def expected_for(ruleset: RuleSet, encoder: Encoder, index_type: IndexType) -> ExpectedIndex:

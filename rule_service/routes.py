@@ -81,6 +81,11 @@ def check_query(settings: Settings, field: str, query: str) -> None:
         raise InputError(field, query, f"query has {len(query)} characters; the limit is {settings.max_query_chars} (ASCL_MAX_QUERY_CHARS)")
     if "\x00" in query:
         raise InputError(field, query, "query must not contain NUL characters")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # JSON allows "\ud800" escapes, and a lone surrogate makes the tokenizer fail the whole encoder batch.
+        raise InputError(field, query, f"query is not valid Unicode (lone surrogate at position {exc.start})") from None
 
 
 def check_top_k(settings: Settings, field: str, top_k: int | None) -> int:
@@ -98,10 +103,10 @@ def check_filters(service: RuleService, filters: SearchFilters, top_k_field: str
     return check_ruleset(service, filters.ruleset), top_k
 
 
-def check_categories(categories: list[str] | None) -> None:
+def check_categories(categories: list[str] | None, field: str = "categories") -> None:
     for position, code in enumerate(categories or []):
         if code not in ALL_CODES:
-            raise InputError(f"categories.{position}", code, f"unknown category; expected {describe_codes()}")
+            raise InputError(f"{field}.{position}", code, f"unknown category; expected {describe_codes()}")
 
 
 def check_ruleset(service: RuleService, ruleset: str | None, field: str = "ruleset") -> LoadedRuleset:
@@ -209,7 +214,7 @@ async def list_rules(
     """List rules in id order, optionally filtered by category, one page at a time."""
     if limit > service.settings.max_page_size:
         raise InputError("limit", limit, f"must be at most {service.settings.max_page_size} (ASCL_MAX_PAGE_SIZE)")
-    check_categories(category)
+    check_categories(category, field="category")
     loaded = check_ruleset(service, ruleset)
     rules = sorted(loaded.ruleset.rules, key=lambda r: r.id)
     if category:

@@ -220,7 +220,10 @@ def _rank(
         for rank, (rule_id, _) in enumerate(ranking, start=1):
             fused[rule_id] = fused.get(rule_id, 0.0) + 1.0 / (RRF_K + rank)
     cosine = dict(dense)
-    order = sorted(fused, key=lambda rule_id: (-fused[rule_id], -cosine.get(rule_id, 0.0), rule_id))
+    unseen = [rule_id for rule_id in fused if rule_id not in cosine]
+    if unseen and vector is not None:
+        cosine.update(zip(unseen, loaded.dense.similarity(vector, unseen), strict=True))
+    order = sorted(fused, key=lambda rule_id: (-fused[rule_id], -cosine[rule_id], rule_id))
     return [(rule_id, cosine[rule_id]) for rule_id in order]
 
 

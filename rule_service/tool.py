@@ -121,6 +121,10 @@ def parse_arguments(arguments: str | dict[str, Any]) -> RuleToolInput:
                 f"arguments are not valid JSON ({exc.msg} at position {exc.pos}); "
                 'send a JSON object such as {"query": "how to store bleach safely"}'
             ) from None
+        except RecursionError:
+            raise ToolArgumentError(
+                'arguments are nested too deeply to parse; send a flat JSON object such as {"query": "..."}'
+            ) from None
     if not isinstance(arguments, dict):
         raise ToolArgumentError(
             f"arguments must be a JSON object, got {type(arguments).__name__}; "

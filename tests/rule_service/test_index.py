@@ -302,3 +302,20 @@ def test_invalid_corpus_writes_no_index(tmp_path: Path, encoder: Encoder) -> Non
         RuleService.load(settings, encoder=encoder)
 
     assert not (tmp_path / "index").exists()
+
+
+# IVF probes only some of its lists, so hybrid fusion meets rules that BM25 found and the dense
+# search did not return; their scores must still be exact cosines.
+@pytest.mark.parametrize("query", ["how do I kill a zombie process in linux", "I want to end my life"])
+def test_ivf_hybrid_search_bundled(tmp_path: Path, encoder: Encoder, bundled_corpus_dir: Path, query: str) -> None:
+    # The bundled corpus is large enough for IVF to split it into several lists.
+    settings = Settings(corpus_dir=bundled_corpus_dir, index_dir=tmp_path / "index", index_type=IndexType.ivf)
+    service = RuleService.load(settings, encoder=encoder)
+    query_vector = encoder.encode([query])[0]
+
+    hits = service.search([query], 10, retriever=Retriever.hybrid)[0]
+
+    assert len(hits) == 10
+    for hit in hits:
+        rule_vector = encoder.encode([hit.rule.embedding_text()])[0]
+        assert hit.score == pytest.approx(float(rule_vector @ query_vector), abs=1e-4)
