@@ -34,7 +34,7 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def require_api_key(
+async def require_api_key(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> None:
     """Reject the request unless it carries the configured API key as a bearer token."""
@@ -163,7 +163,7 @@ def _info_router() -> APIRouter:
     @router.get("/v1/info")
     async def info(request: Request) -> dict[str, Any]:
         """Describe the running service: version, encoder, rulesets, index manifests and limits."""
-        service = get_service(request)
+        service = await get_service(request)
         settings = service.settings
         return {
             "version": package_version(),

@@ -1,11 +1,11 @@
-"""One encoder thread that batches concurrent requests and caches query embeddings.
+"""Cross-request batching of query embeddings, with an LRU cache.
 
-torch runs this workload fastest from one long-lived thread, and one call
-with 32 queries costs far less than 32 calls with one. Requests therefore
-put their uncached queries on a bounded queue; the worker thread takes
-whatever is waiting (up to `max_batch` texts) and encodes it in one call. A
-lone request is encoded at once: the worker waits for company only when
-`max_wait_ms` is above zero.
+One encoder call with 32 queries costs far less than 32 calls with one, so
+requests put their uncached queries on a bounded queue, and a drain task on
+the encoder's torch thread takes whatever is waiting (up to `max_batch`
+texts) and embeds it in one call. A lone request is embedded at once: the
+drain waits for company only when `max_wait_ms` is above zero. Running the
+drain on the torch thread itself avoids a second thread hop per batch.
 """
 
 import asyncio
@@ -46,12 +46,16 @@ class BatcherStats:
 
 
 def normalise_query(text: str) -> str:
-    """Cache key of a query: whitespace collapsed, case kept (not every model is uncased)."""
+    """Build the cache key of a query: whitespace collapsed, case kept (not every model is uncased)."""
     return " ".join(text.split())
 
 
 class EncoderWorker:
-    """Thread-owned encoder with cross-request batching and an LRU cache of query vectors."""
+    """Batches concurrent embedding requests onto the encoder thread and caches query vectors.
+
+    The cache is per worker, and a worker serves one encoder, so the key
+    needs only the normalised text.
+    """
 
     def __init__(
         self,
@@ -69,16 +73,17 @@ class EncoderWorker:
         self.cache_size = cache_size
         self.stats = BatcherStats()
         self._on_batch = on_batch
-        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[_Job] = queue.Queue(maxsize=queue_size)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="ascl-encoder", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._drain_scheduled = False
+        self._closed = False
 
     def close(self) -> None:
-        """Stop the worker after the jobs already queued."""
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        """Reject new work and wait until the jobs already queued are done."""
+        with self._lock:
+            self._closed = True
+        self.encoder.run(lambda: None).result()
 
     async def encode(self, texts: list[str]) -> np.ndarray:
         """Embed `texts` (shape (len(texts), dimension), float32) without blocking the event loop."""
@@ -91,26 +96,23 @@ class EncoderWorker:
         """Return a future of the embeddings; cached texts are not sent to the encoder again."""
         keys = [normalise_query(text) for text in texts]
         vectors: dict[str, np.ndarray] = {}
-        with self._cache_lock:
+        with self._lock:
             for key in keys:
                 cached = self._cache.get(key)
                 if cached is not None:
                     self._cache.move_to_end(key)
                     vectors[key] = cached
-            self.stats.cache_hits += len(keys) - sum(1 for k in keys if k not in vectors)
-            missing = list(dict.fromkeys(k for k in keys if k not in vectors))
+            self.stats.cache_hits += sum(1 for key in keys if key in vectors)
+            missing = list(dict.fromkeys(key for key in keys if key not in vectors))
             self.stats.cache_misses += len(missing)
 
         result: Future = Future()
         if not missing:
-            result.set_result(np.stack([vectors[k] for k in keys]) if keys else self.encoder.encode([]))
+            result.set_result(np.stack([vectors[k] for k in keys]) if keys else np.zeros((0, self.encoder.dimension), np.float32))
             return result
 
         job = _Job(missing)
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise EncoderOverloadedError(f"encoder queue is full ({self._queue.maxsize} jobs waiting)") from None
+        self._enqueue(job)
 
         def assemble(done: Future) -> None:
             error = done.exception()
@@ -123,30 +125,44 @@ class EncoderWorker:
         job.future.add_done_callback(assemble)
         return result
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            jobs = self._gather(first)
-            if jobs is None:
-                return
-            self._encode_jobs(jobs)
+    def _enqueue(self, job: _Job) -> None:
+        # Queueing and scheduling share the lock with the drain's "queue empty"
+        # check, so a job can never be left in the queue with no drain to take it.
+        with self._lock:
+            if self._closed:
+                raise EncoderOverloadedError("the encoder is shutting down")
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                raise EncoderOverloadedError(f"encoder queue is full ({self._queue.maxsize} jobs waiting)") from None
+            if not self._drain_scheduled:
+                self._drain_scheduled = True
+                self.encoder.run(self._drain)
 
-    def _gather(self, first: _Job) -> list[_Job] | None:
-        """Collect queued jobs until `max_batch` texts, waiting at most `max_wait` for more."""
-        jobs = [first]
-        count = len(first.texts)
+    def _drain(self) -> None:
+        """Embed one batch of queued jobs on the encoder thread, then reschedule while work remains."""
+        jobs = self._gather()
+        if jobs:
+            self._encode_jobs(jobs)
+        with self._lock:
+            if self._queue.empty():
+                self._drain_scheduled = False
+                return
+        # Rescheduling (instead of looping) lets index builds queued on the
+        # same thread take their turn between batches.
+        self.encoder.run(self._drain)
+
+    def _gather(self) -> list[_Job]:
+        """Take queued jobs until `max_batch` texts, waiting at most `max_wait` for more."""
+        jobs: list[_Job] = []
+        count = 0
         deadline = time.monotonic() + self.max_wait
         while count < self.max_batch:
             timeout = deadline - time.monotonic()
             try:
-                job = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+                job = self._queue.get(timeout=timeout) if timeout > 0 and jobs else self._queue.get_nowait()
             except queue.Empty:
                 break
-            if job is None:
-                self._encode_jobs(jobs)
-                return None
             jobs.append(job)
             count += len(job.texts)
         return jobs
@@ -155,7 +171,7 @@ class EncoderWorker:
         unique = list(dict.fromkeys(text for job in jobs for text in job.texts))
         started = time.perf_counter()
         try:
-            vectors = self.encoder.encode(unique)
+            vectors = self.encoder.encode_on_thread(unique)
         except Exception as exc:  # every waiting request must receive the failure
             if len(jobs) > 1:
                 # One bad text must not fail the requests that shared its batch.
@@ -166,9 +182,10 @@ class EncoderWorker:
             logger.exception("encoding a job of %d texts failed", len(unique))
             jobs[0].future.set_exception(exc)
             return
+
         seconds = time.perf_counter() - started
         by_text = dict(zip(unique, vectors, strict=True))
-        with self._cache_lock:
+        with self._lock:
             for text, vector in by_text.items():
                 self._cache[text] = vector
                 self._cache.move_to_end(text)

@@ -25,6 +25,12 @@ from rule_service.settings import IndexType
 
 logger = logging.getLogger(__name__)
 
+# Searches run on the event loop thread, while torch runs its own OpenMP pool
+# on the encoder thread. A second pool's idle workers spin and take CPU from
+# the encoder, and one thread searches a few thousand rules in well under a
+# millisecond, so FAISS gets no pool of its own.
+faiss.omp_set_num_threads(1)
+
 MANIFEST_VERSION = 1
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.json"

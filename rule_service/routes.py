@@ -44,7 +44,9 @@ from rule_service.tool import (
 router = APIRouter()
 
 
-def get_service(request: Request) -> RuleService:
+# Dependencies are `async def` so that FastAPI runs them on the event loop
+# instead of handing each one to a worker thread.
+async def get_service(request: Request) -> RuleService:
     service = getattr(request.app.state, "service", None)
     if service is None:
         raise HTTPException(status_code=503, detail="the rule index is still loading; retry shortly",
