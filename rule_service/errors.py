@@ -10,25 +10,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
 
-MAX_VALUE_REPR = 80
-
-
-class InputError(Exception):
-    """A request value the schema accepts but the deployment's limits do not."""
-
-    def __init__(self, field: str, value: Any, reason: str, status_code: int = 422) -> None:
-        self.field = field
-        self.value = value
-        self.reason = reason
-        self.status_code = status_code
-        super().__init__(f"{field}: {reason} (got {show_value(value)})")
-
-
-def show_value(value: Any) -> str:
-    text = repr(value)
-    if len(text) > MAX_VALUE_REPR:
-        text = text[: MAX_VALUE_REPR - 3] + "..."
-    return text
+from rule_service.limits import InputError, show_value
 
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:

@@ -1,14 +1,24 @@
 """HTTP routes: search, the Search-R1 retriever, rule listing and the rule tool."""
 
-import math
 from collections import Counter
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from rule_service.batcher import EncoderOverloadedError
-from rule_service.categories import ALL_CODES, describe_codes
-from rule_service.errors import InputError
+from rule_service.limits import (
+    InputError,
+    check_batch,
+    check_categories,
+    check_filters,
+    check_query,
+    check_ruleset,
+    check_top_k,
+    finite,
+    tool_error,
+    tool_output,
+    validate_tool_call,
+)
 from rule_service.rules import Rule
 from rule_service.schemas import (
     BatchSearchRequest,
@@ -21,7 +31,6 @@ from rule_service.schemas import (
     RulePage,
     RulesetInfo,
     RulesetList,
-    SearchFilters,
     SearchHit,
     SearchRequest,
     SearchResponse,
@@ -29,17 +38,8 @@ from rule_service.schemas import (
     ToolCallResponse,
 )
 from rule_service.service import Hit, LoadedRuleset, RuleService, expand_categories
-from rule_service.settings import Retriever, Settings
-from rule_service.tool import (
-    TOOL_NAME,
-    ToolArgumentError,
-    ToolRuleText,
-    format_rules,
-    mcp_tool,
-    openai_tool,
-    parse_arguments,
-    responses_tool,
-)
+from rule_service.settings import Retriever
+from rule_service.tool import TOOL_NAME, ToolArgumentError, mcp_tool, openai_tool, responses_tool
 
 router = APIRouter()
 
@@ -76,62 +76,8 @@ async def run_search(request: Request, service: RuleService, queries: list[str],
         return service.search(queries, top_k, retriever=retriever, vectors=vectors, **kwargs)
 
 
-def check_query(settings: Settings, field: str, query: str) -> None:
-    if not query.strip():
-        raise InputError(field, query, "query must not be empty or whitespace")
-    if len(query) > settings.max_query_chars:
-        raise InputError(field, query, f"query has {len(query)} characters; the limit is {settings.max_query_chars} (ASCL_MAX_QUERY_CHARS)")
-    if "\x00" in query:
-        raise InputError(field, query, "query must not contain NUL characters")
-    try:
-        query.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        # JSON allows "\ud800" escapes, and a lone surrogate makes the tokenizer fail the whole encoder batch.
-        raise InputError(field, query, f"query is not valid Unicode (lone surrogate at position {exc.start})") from None
-
-
-def check_top_k(settings: Settings, field: str, top_k: int | None) -> int:
-    if top_k is None:
-        return min(settings.default_top_k, settings.max_top_k)
-    if not 1 <= top_k <= settings.max_top_k:
-        raise InputError(field, top_k, f"must be between 1 and {settings.max_top_k} (ASCL_MAX_TOP_K)")
-    return top_k
-
-
-def check_filters(service: RuleService, filters: SearchFilters, top_k_field: str = "top_k") -> tuple[LoadedRuleset, int]:
-    settings = service.settings
-    top_k = check_top_k(settings, top_k_field, filters.top_k)
-    check_categories(filters.categories)
-    return check_ruleset(service, filters.ruleset), top_k
-
-
-def check_categories(categories: list[str] | None, field: str = "categories") -> None:
-    for position, code in enumerate(categories or []):
-        if code not in ALL_CODES:
-            raise InputError(f"{field}.{position}", code, f"unknown category; expected {describe_codes()}")
-
-
-def check_ruleset(service: RuleService, ruleset: str | None, field: str = "ruleset") -> LoadedRuleset:
-    try:
-        return service.get(ruleset)
-    except KeyError:
-        raise InputError(field, ruleset, f"unknown ruleset; available: {sorted(service.rulesets)}") from None
-
-
-def check_batch(settings: Settings, field: str, queries: list[str]) -> None:
-    if len(queries) > settings.max_batch_queries:
-        raise InputError(field, f"<{len(queries)} queries>",
-                         f"at most {settings.max_batch_queries} queries per request (ASCL_MAX_BATCH_QUERIES)")
-    for position, query in enumerate(queries):
-        check_query(settings, f"{field}.{position}", query)
-
-
 def _hits(hits: list[Hit]) -> list[SearchHit]:
-    return [SearchHit(id=hit.rule.id, score=_finite(hit.score), rule=hit.rule) for hit in hits]
-
-
-def _finite(score: float) -> float:
-    return round(score, 6) if math.isfinite(score) else 0.0
+    return [SearchHit(id=hit.rule.id, score=finite(hit.score), rule=hit.rule) for hit in hits]
 
 
 def _meta(service: RuleService, loaded: LoadedRuleset, retriever: Retriever | None) -> dict[str, Any]:
@@ -190,7 +136,7 @@ async def retrieve(body: RetrieveRequest, request: Request, service: ServiceDep)
         for hits in results
     ]
     if body.return_scores:
-        scored = [[RetrieveScoredDocument(document=d, score=_finite(s)) for d, s in row] for row in documents]
+        scored = [[RetrieveScoredDocument(document=d, score=finite(s)) for d, s in row] for row in documents]
         return RetrieveResponse(result=scored)
     return RetrieveResponse(result=[[d for d, _ in row] for row in documents])
 
@@ -256,21 +202,14 @@ async def call_tool(body: ToolCallRequest, request: Request, service: ServiceDep
     """
     if body.function.name != TOOL_NAME:
         raise InputError("function.name", body.function.name, f"unknown tool; this server provides {TOOL_NAME!r}")
-    settings = service.settings
     try:
-        arguments = parse_arguments(body.function.arguments)
-        check_query(settings, "query", arguments.query)
-        top_k = check_top_k(settings, "top_k", arguments.top_k)
-        check_categories(arguments.categories)
-        loaded = check_ruleset(service, arguments.ruleset)
-    except (ToolArgumentError, InputError) as exc:
-        return ToolCallResponse(tool_call_id=body.id, name=TOOL_NAME, content=f"Error: {exc}", is_error=True, rules=[])
+        arguments, loaded, top_k = validate_tool_call(service, body.function.arguments)
+    except ToolArgumentError as exc:
+        output = tool_error(exc)
+        return ToolCallResponse(tool_call_id=body.id, name=TOOL_NAME, **output.model_dump())
 
     results = await run_search(request, service, [arguments.query], top_k,
                                ruleset=loaded.name, categories=arguments.categories)
-    _count_queries(request, loaded, settings.retriever, 1)
-    rules = [ToolRuleText(id=h.rule.id, title=h.rule.title, text=h.rule.text, score=_finite(h.score)) for h in results[0]]
-    return ToolCallResponse(
-        tool_call_id=body.id, name=TOOL_NAME, content=format_rules(rules, settings.tool_char_budget),
-        is_error=False, rules=rules, index_version=loaded.index_version,
-    )
+    _count_queries(request, loaded, service.settings.retriever, 1)
+    output = tool_output(results[0], service.settings.tool_char_budget)
+    return ToolCallResponse(tool_call_id=body.id, name=TOOL_NAME, index_version=loaded.index_version, **output.model_dump())

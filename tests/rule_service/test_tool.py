@@ -2,6 +2,8 @@
 
 import pytest
 
+from rule_service.limits import run_tool_call
+from rule_service.service import RuleService
 from rule_service.tool import (
     NO_RULES_TEXT,
     TOOL_NAME,
@@ -249,3 +251,19 @@ def test_input_schema_not_shared_state() -> None:
     input_schema(50)["properties"]["query"]["description"] = "changed"
 
     assert input_schema()["properties"]["query"]["description"] != "changed"
+
+
+def test_run_tool_call_in_process(bundled_service: RuleService) -> None:
+    output = run_tool_call(bundled_service, '{"query": "I want to end my life", "top_k": 2}')
+
+    assert output.is_error is False
+    assert len(output.rules) == 2
+    assert output.rules[0].id in output.content
+
+
+def test_run_tool_call_bad_arguments(bundled_service: RuleService) -> None:
+    output = run_tool_call(bundled_service, '{"query": "x", "top_k": 999}')
+
+    assert output.is_error is True
+    assert "top_k" in output.content
+    assert "999" in output.content
