@@ -104,10 +104,10 @@ def validate_tool_call(service: RuleService, arguments: str | dict[str, Any]) ->
     return parsed, loaded, top_k
 
 
-def tool_output(hits: list[Hit], char_budget: int) -> RuleToolOutput:
+def tool_output(hits: list[Hit], char_budget: int, index_version: str | None = None) -> RuleToolOutput:
     """Render search hits as the tool result: compact text for the model plus the rules behind it."""
     rules = [ToolRuleText(id=h.rule.id, title=h.rule.title, text=h.rule.text, score=finite(h.score)) for h in hits]
-    return RuleToolOutput(content=format_rules(rules, char_budget), rules=rules)
+    return RuleToolOutput(content=format_rules(rules, char_budget), rules=rules, index_version=index_version)
 
 
 def tool_error(exc: Exception) -> RuleToolOutput:
@@ -121,7 +121,7 @@ def run_tool_call(service: RuleService, arguments: str | dict[str, Any]) -> Rule
     except ToolArgumentError as exc:
         return tool_error(exc)
     hits = service.search([parsed.query], top_k, ruleset=loaded.name, categories=parsed.categories)
-    return tool_output(hits[0], service.settings.tool_char_budget)
+    return tool_output(hits[0], service.settings.tool_char_budget, loaded.index_version)
 
 
 __all__ = ["TOOL_NAME", "InputError", "run_tool_call", "tool_output", "validate_tool_call"]

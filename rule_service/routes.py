@@ -211,5 +211,5 @@ async def call_tool(body: ToolCallRequest, request: Request, service: ServiceDep
     results = await run_search(request, service, [arguments.query], top_k,
                                ruleset=loaded.name, categories=arguments.categories)
     _count_queries(request, loaded, service.settings.retriever, 1)
-    output = tool_output(results[0], service.settings.tool_char_budget)
-    return ToolCallResponse(tool_call_id=body.id, name=TOOL_NAME, index_version=loaded.index_version, **output.model_dump())
+    output = tool_output(results[0], service.settings.tool_char_budget, loaded.index_version)
+    return ToolCallResponse(tool_call_id=body.id, name=TOOL_NAME, **output.model_dump())

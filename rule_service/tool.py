@@ -55,6 +55,7 @@ class RuleToolOutput(BaseModel):
     content: str
     rules: list[ToolRuleText]
     is_error: bool = False
+    index_version: str | None = None
 
 
 def input_schema(max_top_k: int | None = None) -> dict[str, Any]:
