@@ -17,7 +17,7 @@ from rich.table import Table
 
 from rule_service.index import StaleIndexError
 from rule_service.rules import RuleSetInvalidError, rule_files, validate_path
-from rule_service.settings import IndexType, Retriever, Settings, StaleIndexPolicy
+from rule_service.settings import EncoderBackend, IndexType, Retriever, Settings, StaleIndexPolicy
 
 EXIT_INVALID_RULES = 3
 EXIT_STALE_INDEX = 4
@@ -33,6 +33,7 @@ index_app = typer.Typer(help="Build the search index.", no_args_is_help=True)
 CorpusOption = Annotated[Path | None, typer.Option("--corpus-dir", help="Rule folder, or a folder of ruleset folders. Default: ASCL_CORPUS_DIR, else the bundled corpus.")]
 IndexOption = Annotated[Path | None, typer.Option("--index-dir", help="Where indexes are stored. Default: ASCL_INDEX_DIR, else ~/.cache/ascl/index.")]
 EncoderOption = Annotated[str | None, typer.Option("--encoder", help="sentence-transformers model folder or name. Default: ASCL_ENCODER, else the bundled all-MiniLM-L6-v2.")]
+BackendOption = Annotated[EncoderBackend | None, typer.Option("--encoder-backend", help="torch, onnx or onnx_int8 (ONNX Runtime on a locally exported copy). Default: ASCL_ENCODER_BACKEND, else torch.")]
 IndexTypeOption = Annotated[IndexType | None, typer.Option("--index-type", help="FAISS index structure. Default: ASCL_INDEX_TYPE, else flat (exact).")]
 LogLevelOption = Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR. Default: ASCL_LOG_LEVEL, else INFO.")]
 
@@ -78,6 +79,7 @@ def serve(
     corpus_dir: CorpusOption = None,
     index_dir: IndexOption = None,
     encoder: EncoderOption = None,
+    encoder_backend: BackendOption = None,
     retriever: Annotated[Retriever | None, typer.Option(help="Default ranking method. Default: ASCL_RETRIEVER, else hybrid.")] = None,
     index_type: IndexTypeOption = None,
     on_stale_index: Annotated[StaleIndexPolicy | None, typer.Option(help="Rebuild a stale saved index, or fail to start. Default: ASCL_ON_STALE_INDEX, else rebuild.")] = None,
@@ -90,7 +92,7 @@ def serve(
 
     settings = make_settings(
         host=host, port=port, corpus_dir=corpus_dir, index_dir=index_dir, encoder=encoder,
-        retriever=retriever, index_type=index_type, on_stale_index=on_stale_index, log_level=log_level,
+        encoder_backend=encoder_backend, retriever=retriever, index_type=index_type, on_stale_index=on_stale_index, log_level=log_level,
     )
     configure_logging(settings.log_level)
     service = load_service_or_exit(settings)
@@ -103,15 +105,17 @@ def build_index_command(
     corpus_dir: CorpusOption = None,
     index_dir: IndexOption = None,
     encoder: EncoderOption = None,
+    encoder_backend: BackendOption = None,
     index_type: IndexTypeOption = None,
     log_level: LogLevelOption = None,
 ) -> None:
     """Embed every ruleset and write its FAISS index and manifest, replacing any saved index."""
-    from rule_service.encoder import Encoder, resolve_encoder
+    from rule_service.encoder import Encoder
     from rule_service.rules import discover_rulesets, load_ruleset
     from rule_service.service import build_and_save, index_directory
 
-    settings = make_settings(corpus_dir=corpus_dir, index_dir=index_dir, encoder=encoder, index_type=index_type, log_level=log_level)
+    settings = make_settings(corpus_dir=corpus_dir, index_dir=index_dir, encoder=encoder,
+                             encoder_backend=encoder_backend, index_type=index_type, log_level=log_level)
     configure_logging(settings.log_level)
     try:
         paths = discover_rulesets(settings.corpus_dir, settings.default_ruleset)
@@ -123,7 +127,7 @@ def build_index_command(
         error_console.print(f"[red]cannot load the corpus:[/red] {exc}")
         raise typer.Exit(EXIT_INVALID_RULES) from None
     try:
-        model = Encoder(resolve_encoder(settings.encoder), settings.device, settings.encode_batch_size)
+        model = Encoder.from_settings(settings)
     except (RuntimeError, FileNotFoundError) as exc:
         error_console.print(f"[red]encoder failed to load:[/red] {exc}")
         raise typer.Exit(EXIT_ENCODER) from None

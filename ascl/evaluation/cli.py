@@ -11,7 +11,7 @@ from rich.table import Table
 
 from rule_service.cli import configure_logging, load_service_or_exit, make_settings
 from rule_service.index import write_atomic
-from rule_service.settings import Retriever, bundled_corpus_root
+from rule_service.settings import EncoderBackend, Retriever, bundled_corpus_root
 
 console = Console()
 eval_app = typer.Typer(help="Measure retrieval quality.", no_args_is_help=True)
@@ -29,6 +29,7 @@ def retrieval(
     output: Annotated[Path, typer.Option(help="Where to write the JSON report.")] = Path("eval-retrieval.json"),
     corpus_dir: Annotated[Path | None, typer.Option("--corpus-dir", help="Rule folder. Default: ASCL_CORPUS_DIR, else the bundled corpus.")] = None,
     index_dir: Annotated[Path | None, typer.Option("--index-dir", help="Index folder. Default: ASCL_INDEX_DIR, else ~/.cache/ascl/index.")] = None,
+    encoder_backend: Annotated[EncoderBackend | None, typer.Option("--encoder-backend", help="torch, onnx or onnx_int8. Default: ASCL_ENCODER_BACKEND, else torch.")] = None,
     show_misses: Annotated[bool, typer.Option(help="List queries whose top 3 missed every expected category.")] = False,
 ) -> None:
     """Print recall@1/3/5, MRR and nDCG@5 per retriever and per query kind, and score separation."""
@@ -38,7 +39,7 @@ def retrieval(
         chosen = [Retriever(name.strip()) for name in retrievers.split(",") if name.strip()]
     except ValueError:
         raise typer.BadParameter(f"{retrievers!r}: use names from dense, bm25, hybrid", param_hint="--retrievers") from None
-    settings = make_settings(corpus_dir=corpus_dir, index_dir=index_dir, log_level="WARNING")
+    settings = make_settings(corpus_dir=corpus_dir, index_dir=index_dir, encoder_backend=encoder_backend, log_level="WARNING")
     configure_logging(settings.log_level)
     service = load_service_or_exit(settings)
     loaded = service.get(ruleset)
@@ -62,7 +63,7 @@ def retrieval(
         for report in reports:
             for miss in report.misses:
                 console.print(f"{report.retriever} miss {miss}", markup=False)
-    meta = {"queries_file": str(path), "ruleset": loaded.name, "index_version": loaded.index_version,
+    meta = {"encoder_backend": settings.encoder_backend.value, "queries_file": str(path), "ruleset": loaded.name, "index_version": loaded.index_version,
             "encoder": service.encoder.spec.name, "rules": len(loaded.ruleset.rules), "queries": len(labelled)}
     write_atomic(output, report_json(reports, meta).encode("utf-8"))
     console.print(f"JSON report written to {output}")
