@@ -4,6 +4,7 @@ import rule_service.offline  # noqa: F401  (before any import that may reach a m
 
 import typer
 
+from agent.cli import register as register_agent
 from rule_service.cli import register as register_rule_service
 
 app = typer.Typer(
@@ -13,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 register_rule_service(app)
+register_agent(app)
 
 
 def _register_eval() -> None:
