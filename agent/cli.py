@@ -1,4 +1,4 @@
-"""The agent package's commands: `ascl mcp`.
+"""The agent package's commands: `ascl mcp` and `ascl agent run`.
 
 Exit codes: 0 success, 2 usage error. When the bundled rules are loaded in
 process, a failure exits with the rule service's codes: 3 invalid rule set,
@@ -36,8 +36,13 @@ class McpTransport(str, Enum):
 
 
 def register(app: typer.Typer) -> None:
-    """Add the agent package's commands to the `ascl` command."""
+    """Add the agent package's commands to the `ascl` command: `ascl mcp` and `ascl agent run`."""
+    from agent.cli_run import register_run
+
     app.command("mcp")(mcp)
+    agent_app = typer.Typer(help="Run the consult-then-reason agent loop.", no_args_is_help=True)
+    register_run(agent_app)
+    app.add_typer(agent_app, name="agent")
 
 
 def backend_or_exit(rules_url: str | None) -> RuleBackend:
