@@ -20,6 +20,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from rule_service.tool import TOOL_NAME
+
 console = Console()
 error_console = Console(stderr=True)
 logger = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ def agent_run(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Remove failed traces from the output and run those episodes again.")] = False,
     fsync: Annotated[bool, typer.Option("--fsync", help="Force each trace to disk as it is written.")] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")] = "WARNING",
+    force_first_call: Annotated[bool, typer.Option("--force-first-call", help="Send tool_choice naming the rule tool on each episode's first request (adaptive mode), for small models that never call tools unprompted.")] = False,
 ) -> None:
     """Run the agent loop over a prompt file and append one trace per episode to the output."""
     import os
@@ -76,8 +79,9 @@ def agent_run(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+        first_tool_choice = {"type": "function", "function": {"name": TOOL_NAME}} if force_first_call else None
         config = EpisodeConfig(model=model, mode=mode.value, max_turns=max_turns, system_prompt=system_prompt,
-                               sampling=sampling)
+                               sampling=sampling, first_tool_choice=first_tool_choice)
         prompts = load_prompts(input, protocol.value)
         if protocol is ProtocolChoice.text and mode is ModeChoice.always:
             raise BatchError("--mode always does not work with --protocol text; use adaptive or never")

@@ -128,9 +128,14 @@ class _ChatEpisode:
 
     def _outgoing(self) -> list[dict[str, Any]]:
         messages = copy.deepcopy(self.state.messages)
-        if not self.config.send_reasoning:
-            for message in messages:
+        for message in messages:
+            if not self.config.send_reasoning:
                 message.pop("reasoning_content", None)
+            # The trace keeps the server's null content; servers such as
+            # llama-cpp-python 0.3.36 answer 500 to null or missing content in a
+            # tool-call message, and "" means the same to every server.
+            if message.get("role") == "assistant" and message.get("content") is None:
+                message["content"] = ""
         return messages
 
     def _take(self, completion: Any, turn: int) -> Any:

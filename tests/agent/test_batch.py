@@ -237,6 +237,15 @@ def test_cli_run(model: ScriptedModel, model_url: str, server: LiveServer, tmp_p
     assert len(keys(tmp_path / "traces.jsonl")) == 6
 
 
+def test_cli_force_first_call(model: ScriptedModel, model_url: str, server: LiveServer, tmp_path: Path) -> None:
+    write_prompts(tmp_path / "prompts.jsonl", PROMPTS[:1])
+    model.requests.clear()
+    result = run_cli(tmp_path, model_url, server.base_url, "call_once", "--force-first-call")
+    assert result.returncode == 0, result.stderr
+    assert model.requests[0]["tool_choice"] == {"type": "function", "function": {"name": "search_safety_rules"}}
+    assert model.requests[1]["tool_choice"] == "auto"
+
+
 def test_cli_failed_episodes(model: ScriptedModel, model_url: str, server: LiveServer, tmp_path: Path) -> None:
     write_prompts(tmp_path / "prompts.jsonl")
     result = run_cli(tmp_path, model_url, server.base_url, "no-such-model")
