@@ -131,9 +131,9 @@ class _ChatEpisode:
         for message in messages:
             if not self.config.send_reasoning:
                 message.pop("reasoning_content", None)
-            # The trace keeps the server's null content; servers such as
-            # llama-cpp-python 0.3.36 answer 500 to null or missing content in a
-            # tool-call message, and "" means the same to every server.
+            # The trace keeps the server's null content. Servers such as
+            # llama-cpp-python 0.3.36 return 500 for null or missing content in
+            # a tool-call message, and "" means the same to every server.
             if message.get("role") == "assistant" and message.get("content") is None:
                 message["content"] = ""
         return messages

@@ -1,9 +1,9 @@
 """Cross-request batching of query embeddings, with an LRU cache.
 
-One encoder call with 32 queries costs far less than 32 calls with one, so
-requests put their uncached queries on a bounded queue, and a drain task on
-the encoder's torch thread takes whatever is waiting (up to `max_batch`
-texts) and embeds it in one call. A lone request is embedded at once: the
+One encoder call with 32 queries costs far less than 32 calls with one.
+Requests therefore put their uncached queries on a bounded queue. A drain
+task on the encoder's torch thread takes whatever is waiting (up to
+`max_batch` texts) and embeds it in one call. A lone request is embedded at once: the
 drain waits for company only when `max_wait_ms` is above zero. Running the
 drain on the torch thread itself avoids a second thread hop per batch.
 """

@@ -23,7 +23,7 @@ BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """Where a model lives and the fingerprint that identifies its weights."""
+    """Location of a model and the fingerprint that identifies its weights."""
 
     name: str
     path: str
