@@ -117,6 +117,7 @@ class BatchSummary:
 
     planned: int
     already_done: int
+    failed_before: int = 0  # failed traces already in the output, kept unless --retry-failed
     ran: int = 0
     failed: int = 0
     with_tool_calls: int = 0
@@ -148,8 +149,8 @@ class BatchSummary:
 
 
 def prepare_output(output: Path, config: EpisodeConfig, protocol: Protocol,
-                   retry_failed: bool = False) -> set[tuple[str, int]]:
-    """Make the output ready to append to and return the keys of the episodes it already contains.
+                   retry_failed: bool = False) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
+    """Make the output ready to append to; return the keys of the episodes it contains, and of those that failed.
 
     A torn last line is cut away. Other invalid lines raise `BatchError`, and
     so do traces of another model, mode or protocol, because mixing them would
@@ -158,7 +159,7 @@ def prepare_output(output: Path, config: EpisodeConfig, protocol: Protocol,
     """
     if not output.exists():
         output.parent.mkdir(parents=True, exist_ok=True)
-        return set()
+        return set(), set()
     repair_torn_tail(output)
     scan = scan_traces(output)
     if scan.problems:
@@ -173,10 +174,11 @@ def prepare_output(output: Path, config: EpisodeConfig, protocol: Protocol,
                 f"protocol {found[2]!r}; "
                 f"this run is model {wanted[0]!r}, mode {wanted[1]!r}, protocol {wanted[2]!r}. Use another --output"
             )
-    if retry_failed and any(trace.finish_reason == FINISH_ERROR for trace in scan.traces):
+    failed = {trace.key for trace in scan.traces if trace.finish_reason == FINISH_ERROR}
+    if retry_failed and failed:
         _drop_failed(output)
-        return {trace.key for trace in scan.traces if trace.finish_reason != FINISH_ERROR}
-    return {trace.key for trace in scan.traces}
+        return {trace.key for trace in scan.traces} - failed, set()
+    return {trace.key for trace in scan.traces}, failed
 
 
 def _drop_failed(output: Path) -> None:
@@ -216,10 +218,11 @@ class BatchRun:
 
     def plan(self) -> tuple[list[tuple[PromptRecord, int]], BatchSummary]:
         """Prepare the output and return the episodes still to run, with a summary that counts them."""
-        done = prepare_output(self.output, self.config, self.protocol, self.retry_failed)
+        done, failed = prepare_output(self.output, self.config, self.protocol, self.retry_failed)
         planned = [(prompt, index) for prompt in self.prompts for index in range(self.samples_per_prompt)]
         todo = [(prompt, index) for prompt, index in planned if (prompt.id, index) not in done]
-        return todo, BatchSummary(planned=len(planned), already_done=len(planned) - len(todo))
+        failed_before = sum(1 for prompt, index in planned if (prompt.id, index) in failed)
+        return todo, BatchSummary(planned=len(planned), already_done=len(planned) - len(todo), failed_before=failed_before)
 
     async def episode(self, prompt: PromptRecord, index: int) -> Trace:
         labels = Labels(kind=prompt.kind, ground_truth=prompt.ground_truth)

@@ -1,6 +1,6 @@
 """`ascl agent run`: play every prompt of a file G times against a chat endpoint and write the traces.
 
-Exit codes: 0 every episode ran and none failed, 1 some episodes failed (their
+Exit codes: 0 every episode ran and none failed, 1 some episodes failed, now or in an earlier run (their
 traces are in the output with the error), 2 bad input (prompt file, output
 file, options), 130 interrupted (run the same command again to resume).
 """
@@ -78,6 +78,8 @@ def agent_run(
         raise typer.BadParameter(f"{log_level!r}: use one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if not base_url.startswith(("http://", "https://")):
+            raise BatchError(f"--base-url {base_url!r} is not an http:// or https:// URL")
         sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
         first_tool_choice = {"type": "function", "function": {"name": TOOL_NAME}} if force_first_call else None
         config = EpisodeConfig(model=model, mode=mode.value, max_turns=max_turns, system_prompt=system_prompt,
@@ -104,7 +106,10 @@ def agent_run(
     if summary.interrupted:
         error_console.print("interrupted; run the same command again to resume")
         raise typer.Exit(EXIT_INTERRUPTED)
-    if summary.failed:
+    if summary.failed_before:
+        error_console.print(f"{summary.failed_before} failed trace(s) from an earlier run are in the output; "
+                            "run again with --retry-failed to replace them")
+    if summary.failed or summary.failed_before:
         raise typer.Exit(EXIT_FAILED_EPISODES)
 
 
@@ -162,6 +167,7 @@ def _print_summary(summary: Any, output: Path) -> None:
         ("already in the output", str(summary.already_done)),
         ("ran now", str(summary.ran)),
         ("failed", str(summary.failed)),
+        ("failed earlier, kept", str(summary.failed_before)),
         ("tool-call rate", "n/a" if rate is None else f"{rate:.1%}"),
         ("tool calls", str(summary.tool_calls)),
         ("prompt tokens", str(summary.prompt_tokens)),

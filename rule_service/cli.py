@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from rule_service.index import StaleIndexError
-from rule_service.rules import RuleSetInvalidError, rule_files, validate_path
+from rule_service.rules import RULE_FILE_SUFFIXES, RuleSetInvalidError, rule_files, validate_path
 from rule_service.settings import EncoderBackend, IndexType, Retriever, Settings, StaleIndexPolicy
 
 EXIT_INVALID_RULES = 3
@@ -42,6 +43,12 @@ def make_settings(**overrides: Any) -> Settings:
     """Settings from the environment, with every non-None command-line value taking precedence."""
     try:
         return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "ASCL_" + "_".join(str(part) for part in error["loc"]).upper()
+            error_console.print(f"invalid setting {name} (or its flag): {error['msg']} (got {error.get('input')!r})",
+                                markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     except (ValueError, FileNotFoundError) as exc:
         error_console.print(f"[red]invalid settings:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -75,7 +82,7 @@ def load_service_or_exit(settings: Settings) -> Any:
 
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind. Default: ASCL_HOST, else 127.0.0.1.")] = None,
-    port: Annotated[int | None, typer.Option(help="TCP port. Default: ASCL_PORT, else 8000.")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="TCP port, 0 to 65535. Default: ASCL_PORT, else 8000.")] = None,
     corpus_dir: CorpusOption = None,
     index_dir: IndexOption = None,
     encoder: EncoderOption = None,
@@ -147,7 +154,7 @@ def validate_command(
 ) -> None:
     """Check rule files and report every problem with its file, line, rule id and field; exit 3 if any."""
     total_problems = 0
-    for path in paths:
+    for path in _ruleset_paths(paths):
         rules, problems = validate_path(path)
         for problem in problems:
             # soft_wrap keeps each problem on one line for grep and CI logs, whatever the width.
@@ -160,6 +167,16 @@ def validate_command(
         )
     if total_problems:
         raise typer.Exit(EXIT_INVALID_RULES)
+
+
+def _ruleset_paths(paths: list[Path]) -> list[Path]:
+    """Expand a folder of ruleset folders into its rulesets, which the server loads (and checks) one by one."""
+    expanded = []
+    for path in paths:
+        direct_files = path.is_dir() and any(p.is_file() and p.suffix in RULE_FILE_SUFFIXES for p in path.iterdir())
+        subfolders = sorted(p for p in path.iterdir() if p.is_dir() and rule_files(p)) if path.is_dir() else []
+        expanded.extend(subfolders if subfolders and not direct_files else [path])
+    return expanded
 
 
 def search(
@@ -181,7 +198,7 @@ def search(
     if url:
         result = _search_remote(url, body)
     else:
-        result = _search_local(body, corpus_dir, index_dir)
+        result = _search_local(body, corpus_dir, index_dir, ruleset)
     if as_json:
         console.print_json(json.dumps(result))
         return
@@ -222,12 +239,15 @@ def _error_message(response: Any) -> str:
     return response.text[:500]
 
 
-def _search_local(body: dict[str, Any], corpus_dir: Path | None, index_dir: Path | None) -> dict[str, Any]:
+def _search_local(body: dict[str, Any], corpus_dir: Path | None, index_dir: Path | None,
+                  ruleset: str | None) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
     from rule_service.app import create_app
 
-    settings = make_settings(corpus_dir=corpus_dir, index_dir=index_dir, log_level="WARNING")
+    # A ruleset named on the command line is also the default, so a corpus
+    # without a "default" folder needs no ASCL_DEFAULT_RULESET.
+    settings = make_settings(corpus_dir=corpus_dir, index_dir=index_dir, default_ruleset=ruleset, log_level="WARNING")
     configure_logging(settings.log_level)
     service = load_service_or_exit(settings)
     # The in-process app runs the same checks and rendering as the server.

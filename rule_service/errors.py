@@ -53,7 +53,7 @@ async def _validation_handler(request: Request, exc: RequestValidationError) -> 
 
 async def _input_error_handler(request: Request, exc: InputError) -> JSONResponse:
     logger.info("request %s rejected: field %s", _request_id(request), exc.field)
-    detail = [{"loc": ["body", *exc.field.split(".")], "msg": exc.reason, "type": "limit"}]
+    detail = [{"loc": [exc.location, *exc.field.split(".")], "msg": exc.reason, "type": "limit"}]
     return JSONResponse({"message": str(exc), "detail": detail}, status_code=exc.status_code)
 
 

@@ -20,7 +20,8 @@ MAX_VALUE_REPR = 80
 class InputError(Exception):
     """A request value the schema accepts but the deployment's limits do not."""
 
-    def __init__(self, field: str, value: Any, reason: str, status_code: int = 422) -> None:
+    def __init__(self, field: str, value: Any, reason: str, status_code: int = 422, location: str = "body") -> None:
+        self.location = location
         self.field = field
         self.value = value
         self.reason = reason
@@ -64,17 +65,20 @@ def check_filters(service: RuleService, filters: SearchFilters, top_k_field: str
     return check_ruleset(service, filters.ruleset), top_k
 
 
-def check_categories(categories: list[str] | None, field: str = "categories") -> None:
+def check_categories(categories: list[str] | None, field: str = "categories", location: str = "body") -> None:
     for position, code in enumerate(categories or []):
         if code not in ALL_CODES:
-            raise InputError(f"{field}.{position}", code, f"unknown category; expected {describe_codes()}")
+            raise InputError(f"{field}.{position}", code, f"unknown category; expected {describe_codes()}",
+                             location=location)
 
 
-def check_ruleset(service: RuleService, ruleset: str | None, field: str = "ruleset") -> LoadedRuleset:
+def check_ruleset(service: RuleService, ruleset: str | None, field: str = "ruleset",
+                  location: str = "body") -> LoadedRuleset:
     try:
         return service.get(ruleset)
     except KeyError:
-        raise InputError(field, ruleset, f"unknown ruleset; available: {sorted(service.rulesets)}") from None
+        raise InputError(field, ruleset, f"unknown ruleset; available: {sorted(service.rulesets)}",
+                         location=location) from None
 
 
 def check_batch(settings: Settings, field: str, queries: list[str]) -> None:

@@ -42,6 +42,7 @@ from rule_service.settings import Retriever
 from rule_service.tool import TOOL_NAME, ToolArgumentError, mcp_tool, openai_tool, responses_tool
 
 router = APIRouter()
+POST_ONLY_RULE_ROUTES = frozenset({"search", "batch_search"})
 
 
 # Dependencies are `async def` so that FastAPI runs them on the event loop
@@ -144,7 +145,10 @@ async def retrieve(body: RetrieveRequest, request: Request, service: ServiceDep)
 @router.get("/v1/rules/{rule_id}", response_model=Rule, tags=["rules"])
 async def read_rule(rule_id: str, service: ServiceDep, ruleset: Annotated[str | None, Query(max_length=64)] = None) -> Rule:
     """Return one rule by id."""
-    loaded = check_ruleset(service, ruleset)
+    if rule_id in POST_ONLY_RULE_ROUTES:
+        # Rule ids always contain a dot, so these names can only be a GET sent to a POST route.
+        raise HTTPException(status_code=405, detail=f"/v1/rules/{rule_id} accepts POST only", headers={"Allow": "POST"})
+    loaded = check_ruleset(service, ruleset, location="query")
     rule = loaded.rules_by_id.get(rule_id)
     if rule is None:
         raise HTTPException(status_code=404, detail=f"rule {rule_id!r} not found in ruleset {loaded.name!r}")
@@ -161,9 +165,10 @@ async def list_rules(
 ) -> RulePage:
     """List rules in id order, optionally filtered by category, one page at a time."""
     if limit > service.settings.max_page_size:
-        raise InputError("limit", limit, f"must be at most {service.settings.max_page_size} (ASCL_MAX_PAGE_SIZE)")
-    check_categories(category, field="category")
-    loaded = check_ruleset(service, ruleset)
+        raise InputError("limit", limit, f"must be at most {service.settings.max_page_size} (ASCL_MAX_PAGE_SIZE)",
+                         location="query")
+    check_categories(category, field="category", location="query")
+    loaded = check_ruleset(service, ruleset, location="query")
     rules = sorted(loaded.ruleset.rules, key=lambda r: r.id)
     if category:
         keys = expand_categories(category) | set(category)

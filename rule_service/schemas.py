@@ -7,7 +7,7 @@ checked in `rule_service.routes` so that the error message names the setting.
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from rule_service.rules import Rule
 from rule_service.settings import Retriever
@@ -21,7 +21,8 @@ class _Request(BaseModel):
 
 
 class SearchFilters(_Request):
-    top_k: Annotated[int | None, Field(ge=1, description="Number of rules to return; the server default when omitted.")] = None
+    # Strict: "3", 2.0 and true are rejected instead of being converted.
+    top_k: Annotated[StrictInt | None, Field(ge=1, description="Number of rules to return; the server default when omitted.")] = None
     categories: Annotated[
         list[str] | None,
         Field(max_length=64, description="Keep rules with any of these category keys, Llama Guard codes or AILuminate ids."),
@@ -78,7 +79,7 @@ class RetrieveRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     queries: Annotated[list[str], Field(min_length=1)]
-    topk: Annotated[int | None, Field(ge=1)] = None
+    topk: Annotated[StrictInt | None, Field(ge=1)] = None
     return_scores: bool = False
 
 

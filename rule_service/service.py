@@ -87,6 +87,11 @@ class RuleService:
         """Validate all rule sets, load the encoder and load or build every index."""
         started = time.perf_counter()
         paths = discover_rulesets(settings.corpus_dir, settings.default_ruleset)
+        if settings.default_ruleset not in paths:
+            raise ValueError(
+                f"default ruleset {settings.default_ruleset!r} is not in {str(settings.corpus_dir)!r}, which has "
+                f"{sorted(paths)}; set ASCL_DEFAULT_RULESET to one of them"
+            )
         rulesets = {name: load_ruleset(path, name) for name, path in paths.items()}
         if encoder is None:
             encoder = Encoder.from_settings(settings)

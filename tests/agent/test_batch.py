@@ -298,3 +298,25 @@ def test_interrupted_run_summary(model: ScriptedModel, model_url: str, rules: Ru
     assert summary.interrupted
     assert summary.ran == len(read_traces(tmp_path / "traces.jsonl"))
     assert os.path.getsize(tmp_path / "traces.jsonl") > 0
+
+
+def test_cli_rerun_reports_earlier_failures(model: ScriptedModel, model_url: str, server: LiveServer,
+                                            tmp_path: Path) -> None:
+    write_prompts(tmp_path / "prompts.jsonl")
+    first = run_cli(tmp_path, model_url, server.base_url, "no-such-model")
+    assert first.returncode == 1
+
+    again = run_cli(tmp_path, model_url, server.base_url, "no-such-model")
+
+    assert again.returncode == 1
+    assert "3 failed trace(s) from an earlier run" in again.stderr
+    assert "--retry-failed" in again.stderr
+
+
+def test_cli_rejects_bad_base_url(server: LiveServer, tmp_path: Path) -> None:
+    write_prompts(tmp_path / "prompts.jsonl")
+
+    result = run_cli(tmp_path, "notaurl", server.base_url, "never")
+
+    assert result.returncode == 2
+    assert "not an http:// or https:// URL" in result.stderr

@@ -190,3 +190,37 @@ def test_index_build_invalid_corpus_exit_3(tmp_path: Path) -> None:
 
     assert result.returncode == EXIT_INVALID_RULES
     assert "garden.pruning" in result.stderr
+
+
+def test_validate_rulesets_separately(tmp_path: Path) -> None:
+    # The same rule id in two ruleset folders is fine: the server loads each folder on its own.
+    rules = small_rules(2)
+    write_yaml_rules(tmp_path / "corpus" / "alpha" / "rules.yaml", rules)
+    write_yaml_rules(tmp_path / "corpus" / "beta" / "rules.yaml", rules)
+
+    result = run_ascl(["rules", "validate", str(tmp_path / "corpus")], tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "alpha: 2 valid rule(s)" in result.stdout
+    assert "beta: 2 valid rule(s)" in result.stdout
+
+
+def test_serve_without_default_ruleset(tmp_path: Path) -> None:
+    write_yaml_rules(tmp_path / "corpus" / "alpha" / "rules.yaml", small_rules(2))
+
+    result = run_ascl(["serve", "--corpus-dir", str(tmp_path / "corpus"), "--index-dir", str(tmp_path / "index")],
+                      tmp_path)
+
+    assert result.returncode == 3
+    assert "ASCL_DEFAULT_RULESET" in result.stderr
+    assert not (tmp_path / "index").exists()
+
+
+def test_invalid_setting_names_variable(tmp_path: Path) -> None:
+    env = cli_env(tmp_path) | {"ASCL_MAX_TOP_K": "abc"}
+
+    result = subprocess.run([str(ASCL_BIN), "search", "knives"], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+
+    assert result.returncode == 2
+    assert "invalid setting ASCL_MAX_TOP_K" in result.stderr

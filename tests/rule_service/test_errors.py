@@ -357,3 +357,26 @@ def test_odd_body_never_500(client: httpx.Client, path: str, content: bytes) -> 
 
     assert response.status_code < 500
     assert response.headers["content-type"].startswith("application/json")
+
+
+@pytest.mark.parametrize("top_k", ["3", 2.0, True])
+def test_top_k_not_coerced(client: httpx.Client, top_k: object) -> None:
+    response = client.post("/v1/rules/search", json={"query": "knives", "top_k": top_k})
+
+    assert response.status_code == 422
+    assert "top_k" in response.json()["message"]
+
+
+@pytest.mark.parametrize("route", ["search", "batch_search"])
+def test_get_on_post_route(client: httpx.Client, route: str) -> None:
+    response = client.get(f"/v1/rules/{route}")
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+
+
+def test_query_param_error_location(client: httpx.Client) -> None:
+    response = client.get("/v1/rules", params={"ruleset": "nope"})
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "ruleset"]
