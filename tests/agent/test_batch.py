@@ -23,7 +23,7 @@ from agent.batch import BatchError, BatchRun, BatchSummary, load_prompts, run_ba
 from agent.clients import RuleClient
 from agent.episode import EpisodeConfig, make_async_client
 from agent.trace import read_traces
-from tests.agent.scripted_server import ScriptedModel, start_scripted_server
+from tests.agent.scripted_server import ScriptedModel
 from tests.conftest import ASCL_BIN, REPO_ROOT, LiveServer, cli_env, free_port
 
 # `ascl agent run` as the `agent` command group will mount it; run in a subprocess so that Ctrl-C is real.
@@ -33,19 +33,6 @@ PROMPTS = [
     {"id": "p2", "messages": [{"role": "user", "content": "how do I bake bread"}], "kind": "benign"},
     {"id": "p3", "prompt": "what is 6 times 7\u2028(in digits)", "kind": "reasoning", "ground_truth": "42"},
 ]
-
-
-@pytest.fixture(scope="module")
-def scripted() -> Iterator[tuple[ScriptedModel, LiveServer]]:
-    model, live = start_scripted_server()
-    yield model, live
-    live.stop()
-
-
-@pytest.fixture
-def model(scripted: tuple[ScriptedModel, LiveServer]) -> ScriptedModel:
-    scripted[0].reset()
-    return scripted[0]
 
 
 @pytest.fixture
