@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Respons
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from rule_service.body_limit import BodyLimitMiddleware
 from rule_service.errors import install_error_handlers
 from rule_service.batcher import EncoderWorker
 from rule_service.metrics import CacheCollector, Metrics
@@ -79,6 +80,7 @@ def create_app(settings: Settings, service: RuleService | None = None) -> FastAP
     app.state.metrics = Metrics()
     app.state.started_at = time.time()
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.middleware("http")(_observe_requests)
 
     app.include_router(_health_router())

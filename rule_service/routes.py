@@ -23,6 +23,7 @@ from rule_service.rules import Rule
 from rule_service.schemas import (
     BatchSearchRequest,
     BatchSearchResponse,
+    ErrorResponse,
     QueryResults,
     RetrieveDocument,
     RetrieveRequest,
@@ -42,6 +43,11 @@ from rule_service.settings import Retriever
 from rule_service.tool import TOOL_NAME, ToolArgumentError, mcp_tool, openai_tool, responses_tool
 
 router = APIRouter()
+# Errors of every route with a JSON body, raised before the body reaches the route.
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The body is not valid JSON."},
+    413: {"model": ErrorResponse, "description": "The body is larger than ASCL_MAX_BODY_BYTES."},
+}
 POST_ONLY_RULE_ROUTES = frozenset({"search", "batch_search"})
 
 
@@ -94,7 +100,7 @@ def _count_queries(request: Request, loaded: LoadedRuleset, retriever: Retriever
     request.app.state.metrics.queries.labels(loaded.name, retriever.value).inc(count)
 
 
-@router.post("/v1/rules/search", response_model=SearchResponse, tags=["search"])
+@router.post("/v1/rules/search", response_model=SearchResponse, responses=BODY_ERRORS, tags=["search"])
 async def search_rules(body: SearchRequest, request: Request, service: ServiceDep) -> SearchResponse:
     """Rank the rules that apply to one query."""
     check_query(service.settings, "query", body.query)
@@ -108,7 +114,7 @@ async def search_rules(body: SearchRequest, request: Request, service: ServiceDe
     return SearchResponse(query=body.query, results=_hits(results[0]), **_meta(service, loaded, retriever))
 
 
-@router.post("/v1/rules/batch_search", response_model=BatchSearchResponse, tags=["search"])
+@router.post("/v1/rules/batch_search", response_model=BatchSearchResponse, responses=BODY_ERRORS, tags=["search"])
 async def batch_search_rules(body: BatchSearchRequest, request: Request, service: ServiceDep) -> BatchSearchResponse:
     """Rank rules for several queries in one request; all queries are encoded in one call."""
     check_batch(service.settings, "queries", body.queries)
@@ -123,7 +129,7 @@ async def batch_search_rules(body: BatchSearchRequest, request: Request, service
     return BatchSearchResponse(results=grouped, **_meta(service, loaded, retriever))
 
 
-@router.post("/retrieve", response_model=RetrieveResponse, tags=["search"])
+@router.post("/retrieve", response_model=RetrieveResponse, responses=BODY_ERRORS, tags=["search"])
 async def retrieve(body: RetrieveRequest, request: Request, service: ServiceDep) -> RetrieveResponse:
     """Search-R1-compatible retrieval: `document.contents` is the rule title, a newline, then its text."""
     check_batch(service.settings, "queries", body.queries)
@@ -142,7 +148,15 @@ async def retrieve(body: RetrieveRequest, request: Request, service: ServiceDep)
     return RetrieveResponse(result=[[d for d, _ in row] for row in documents])
 
 
-@router.get("/v1/rules/{rule_id}", response_model=Rule, tags=["rules"])
+@router.get(
+    "/v1/rules/{rule_id}",
+    response_model=Rule,
+    tags=["rules"],
+    responses={
+        404: {"model": ErrorResponse, "description": "No rule with this id in the ruleset."},
+        405: {"model": ErrorResponse, "description": "The id is the name of a POST-only route."},
+    },
+)
 async def read_rule(rule_id: str, service: ServiceDep, ruleset: Annotated[str | None, Query(max_length=64)] = None) -> Rule:
     """Return one rule by id."""
     if rule_id in POST_ONLY_RULE_ROUTES:
@@ -197,7 +211,7 @@ async def read_tools(service: ServiceDep, format: Literal["openai", "responses",
     return {"format": format, "tools": [render(service.settings.max_top_k)]}
 
 
-@router.post("/v1/tools/call", response_model=ToolCallResponse, tags=["tools"])
+@router.post("/v1/tools/call", response_model=ToolCallResponse, responses=BODY_ERRORS, tags=["tools"])
 async def call_tool(body: ToolCallRequest, request: Request, service: ServiceDep) -> ToolCallResponse:
     """Run one tool call given in OpenAI form.
 

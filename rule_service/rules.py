@@ -214,6 +214,8 @@ def _read_jsonl(file: Path, text: str, problems: list[Problem]) -> list[tuple[in
             records.append((number, json.loads(line)))
         except json.JSONDecodeError as exc:
             problems.append(Problem(str(file), f"invalid JSON: {exc.msg} at column {exc.colno}", number))
+        except RecursionError:
+            problems.append(Problem(str(file), "invalid JSON: arrays or objects nested too deeply", number))
     return records
 
 
@@ -229,18 +231,32 @@ def _read_yaml(file: Path, text: str, problems: list[Problem]) -> list[tuple[int
         problems.append(Problem(str(file), f"invalid YAML: {exc}"))
         return []
 
-    items_node = root
     if isinstance(data, dict):
         if set(data) != {"rules"}:
             problems.append(Problem(str(file), f"top level must contain only the key 'rules', found {sorted(map(str, data))}", 1))
             return []
         data = data["rules"]
-        items_node = next(v for k, v in root.value if k.value == "rules")
     if not isinstance(data, list):
         problems.append(Problem(str(file), "expected a list of rules or a mapping with a 'rules' list", 1))
         return []
-    lines = [node.start_mark.line + 1 for node in items_node.value]
-    return list(zip(lines, data, strict=True))
+    return list(zip(_item_lines(root, len(data)), data, strict=True))
+
+
+def _item_lines(root: yaml.Node | None, count: int) -> list[int]:
+    """Return the line of each of the `count` rules in a composed YAML document.
+
+    A duplicated `rules` key counts its last value, as the YAML loader does.
+    When the rules come from elsewhere (a `<<` merge key), every rule gets the
+    line of the node that holds them, or line 1.
+    """
+    node = root
+    if isinstance(root, yaml.MappingNode):
+        values = [value for key, value in root.value if key.value == "rules"]
+        node = values[-1] if values else root
+    if isinstance(node, yaml.SequenceNode) and len(node.value) == count:
+        return [item.start_mark.line + 1 for item in node.value]
+    line = node.start_mark.line + 1 if node is not None else 1
+    return [line] * count
 
 
 def _validate_record(file: Path, line: int, raw: Any, problems: list[Problem]) -> Rule | None:

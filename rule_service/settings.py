@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     ] = 0.0
     encode_queue_size: Annotated[int, Field(ge=1, description="Most requests waiting for the encoder; beyond it the server returns 503.")] = 1024
     query_cache_size: Annotated[int, Field(ge=0, description="Query embeddings kept in the LRU cache; 0 disables it.")] = 10_000
+    max_body_bytes: Annotated[
+        int, Field(ge=1, description="Largest request body accepted, in bytes; larger bodies get 413.")
+    ] = 1024 * 1024
     log_level: str = Field("INFO", description="Python logging level name.")
 
     @field_validator("default_ruleset")
