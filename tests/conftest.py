@@ -151,3 +151,11 @@ def start_server() -> Iterator[Callable[[FastAPI], LiveServer]]:
     yield start
     for live in started:
         live.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Report how many schemathesis cases ran, above pytest's closing line."""
+    module = sys.modules.get("tests.rule_service.test_schemathesis")
+    count = getattr(module, "CASES_RUN", {}).get("count", 0)
+    if count:
+        terminalreporter.write_line(f"schemathesis cases run: {count}")

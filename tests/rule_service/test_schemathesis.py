@@ -5,7 +5,6 @@ runs in well under a minute. Every response must be a non-5xx with a status
 code, content type and body that the document allows.
 """
 
-import atexit
 
 import pytest
 import schemathesis
@@ -25,7 +24,6 @@ from tests.conftest import LiveServer
 EXAMPLES_PER_OPERATION = 100
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 CASES_RUN = {"count": 0}
-atexit.register(lambda: CASES_RUN["count"] and print(f"\nschemathesis cases run: {CASES_RUN['count']}"))
 
 
 def _operations() -> list[tuple[str, str, GenerationMode]]:
