@@ -269,7 +269,8 @@ def _validate_record(file: Path, line: int, raw: Any, problems: list[Problem]) -
     except ValidationError as exc:
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"]) or None
-            reason = error["msg"]
+            # pydantic prefixes messages from validators with "Value error, ".
+            reason = error["msg"].removeprefix("Value error, ")
             if error["type"] == "missing":
                 reason = "missing required field"
             problems.append(Problem(str(file), reason, line, rule_id, field))
