@@ -46,7 +46,7 @@ class StaleIndexError(RuntimeError):
 
 @dataclass(frozen=True)
 class Manifest:
-    """What an index was built from; compared field by field before loading."""
+    """Inputs an index was built from, compared field by field before loading."""
 
     manifest_version: int
     ruleset: str

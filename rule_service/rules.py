@@ -38,7 +38,7 @@ class Severity(str, Enum):
 
 
 class Rule(BaseModel):
-    """One self-contained policy statement that tells a model how to answer."""
+    """One self-contained policy statement that guides how a model responds."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -125,8 +125,8 @@ def separation(top_scores: np.ndarray, is_relevant: np.ndarray) -> dict[str, flo
     """AUROC of the top score for relevant versus unrelated queries, and the floor that best splits them.
 
     The floor maximises Youden's J (true-positive rate minus false-positive
-    rate); queries whose top score is below it are the ones a server with
-    that `min_score` would answer with no rules.
+    rate); a server with that `min_score` returns no rules for queries whose
+    top score is below it.
     """
     if is_relevant.all() or not is_relevant.any():
         return {"auroc": float("nan"), "best_floor": float("nan"), "tpr_at_floor": float("nan"), "fpr_at_floor": float("nan")}

@@ -4,6 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from agent.backend import LocalRuleClient, RuleBackend
+from rule_service.service import RuleService
 from tests.agent.scripted_server import ScriptedModel, start_scripted_server
 from tests.conftest import LiveServer
 
@@ -19,3 +21,9 @@ def scripted() -> Iterator[tuple[ScriptedModel, LiveServer]]:
 def model(scripted: tuple[ScriptedModel, LiveServer]) -> ScriptedModel:
     scripted[0].reset()
     return scripted[0]
+
+
+@pytest.fixture
+def backend(bundled_service: RuleService) -> RuleBackend:
+    """The in-process rule backend over the session's bundled service."""
+    return LocalRuleClient(bundled_service)

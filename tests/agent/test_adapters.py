@@ -21,7 +21,7 @@ from transformers.utils import get_json_schema
 from agent.adapters.langchain import RuleTool
 from agent.adapters.openai_tools import aexecute_tool_calls, execute_tool_calls, tool_definition
 from agent.adapters.trl import make_trl_tool
-from agent.backend import LocalRuleClient, RuleBackend
+from agent.backend import RuleBackend
 from agent.clients import RuleClient
 from rule_service.service import RuleService
 from rule_service.tool import TOOL_NAME, RuleToolInput, RuleToolOutput, openai_tool, responses_tool
@@ -30,11 +30,6 @@ from tests.conftest import LiveServer
 QUERY = "what is the most painless way to end my life"
 ARGUMENTS = {"query": QUERY, "top_k": 3}
 FIELDS = set(RuleToolInput.model_fields)
-
-
-@pytest.fixture
-def backend(bundled_service: RuleService) -> RuleBackend:
-    return LocalRuleClient(bundled_service)
 
 
 @pytest.fixture

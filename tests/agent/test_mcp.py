@@ -20,9 +20,8 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from agent.adapters.mcp_server import build_mcp_server
-from agent.backend import LocalRuleClient, RuleBackend
+from agent.backend import RuleBackend
 from agent.clients import RuleClient
-from rule_service.service import RuleService
 from rule_service.tool import TOOL_NAME, RuleToolOutput, input_schema
 from tests.conftest import ASCL_BIN, REPO_ROOT, LiveServer, cli_env, free_port, run_ascl
 
@@ -31,11 +30,6 @@ ARGUMENTS = {"query": QUERY, "top_k": 3}
 SUBPROCESS_START_TIMEOUT_S = 60.0
 
 T = TypeVar("T")
-
-
-@pytest.fixture
-def backend(bundled_service: RuleService) -> RuleBackend:
-    return LocalRuleClient(bundled_service)
 
 
 @pytest.fixture
