@@ -49,6 +49,7 @@ class PromptRecord(BaseModel):
     messages: Annotated[list[PromptMessage] | None, Field(min_length=1)] = None
     prompt: Annotated[str | None, Field(min_length=1)] = None
     kind: PromptKind | None = None
+    category: Annotated[str | None, Field(min_length=1)] = None
     ground_truth: Any = None
 
     @field_validator("id", mode="before")
@@ -225,7 +226,7 @@ class BatchRun:
         return todo, BatchSummary(planned=len(planned), already_done=len(planned) - len(todo), failed_before=failed_before)
 
     async def episode(self, prompt: PromptRecord, index: int) -> Trace:
-        labels = Labels(kind=prompt.kind, ground_truth=prompt.ground_truth)
+        labels = Labels(kind=prompt.kind, category=prompt.category, ground_truth=prompt.ground_truth)
         ids = {"prompt_id": prompt.id, "group_id": prompt.id, "sample_index": index, "labels": labels}
         if self.protocol == "text":
             return await arun_text_episode(self.client, self.backend, prompt.prompt or "", self.config,

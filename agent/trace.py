@@ -83,9 +83,12 @@ class Usage(_Record):
 
 
 class Labels(_Record):
-    """Labels of the prompt: its kind and the correct answer, copied from the prompt file."""
+    """Labels of the prompt: its kind, category and correct answer, copied from the prompt file."""
 
     kind: PromptKind | None = None
+    category: str | None = Field(
+        default=None, description="Finer grouping for reports, such as a hazard category or a benchmark subset."
+    )
     ground_truth: Any = None
 
 
