@@ -6,6 +6,8 @@ import typer
 
 from agent.cli import register as register_agent
 from rule_service.cli import register as register_rule_service
+from trainer.export.cli import register as register_export
+from trainer.rewards.cli import register as register_rewards
 
 app = typer.Typer(
     name="ascl",
@@ -15,6 +17,8 @@ app = typer.Typer(
 )
 register_rule_service(app)
 register_agent(app)
+register_export(app)
+register_rewards(app)
 
 
 def _register_eval() -> None:
