@@ -14,7 +14,7 @@ from rule_service.index import write_atomic
 from rule_service.settings import EncoderBackend, Retriever, bundled_corpus_root
 
 console = Console()
-eval_app = typer.Typer(help="Measure retrieval quality.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure retrieval quality and the safety-utility trade-off of the agent.", no_args_is_help=True)
 logger = logging.getLogger(__name__)
 
 OVERALL_COLUMNS = ("recall@1", "recall@3", "recall@5", "mrr", "ndcg@5", "category_recall@1", "category_recall@3", "category_recall@5")
@@ -96,3 +96,12 @@ def _print_separation(reports: list) -> None:
         s = report.separation
         table.add_row(report.retriever, f"{s['auroc']:.3f}", f"{s['best_floor']:.3f}", f"{s['tpr_at_floor']:.3f}", f"{s['fpr_at_floor']:.3f}")
     console.print(table)
+
+
+def _register_agent_commands() -> None:
+    from ascl.evaluation.cli_agent import register
+
+    register(eval_app)
+
+
+_register_agent_commands()
