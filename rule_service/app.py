@@ -11,13 +11,16 @@ from importlib import metadata
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from rule_service.admin import admin_router, install_sighup, remove_sighup
 from rule_service.body_limit import BodyLimitMiddleware
 from rule_service.errors import install_error_handlers
 from rule_service.batcher import EncoderWorker
 from rule_service.metrics import CacheCollector, Metrics
+from rule_service.reload import Reloader
 from rule_service.routes import get_service
 from rule_service.routes import router as api_router
 from rule_service.service import RuleService
@@ -53,8 +56,12 @@ async def require_api_key(
         )
 
 
-def create_app(settings: Settings, service: RuleService | None = None) -> FastAPI:
-    """Build the HTTP app; load the rule service at start-up unless one is given."""
+def create_app(settings: Settings, service: RuleService | None = None, *, handle_sighup: bool = False) -> FastAPI:
+    """Build the HTTP app; load the rule service at start-up unless one is given.
+
+    With `handle_sighup`, SIGHUP reloads the corpus and index. Signal handlers
+    can only be installed from the main thread, so only `ascl serve` sets it.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,10 +69,14 @@ def create_app(settings: Settings, service: RuleService | None = None) -> FastAP
             app.state.service = await asyncio.to_thread(RuleService.load, settings)
         worker = _start_encoder_worker(app)
         _publish_gauges(app)
+        sighup = handle_sighup and install_sighup(app.state.reloader)
         logger.info("rule service ready on %s:%s", settings.host, settings.port)
         try:
             yield
         finally:
+            if sighup:
+                remove_sighup()
+            await app.state.reloader.close()
             await asyncio.to_thread(worker.close)
             logger.info("rule service stopped")
 
@@ -79,16 +90,35 @@ def create_app(settings: Settings, service: RuleService | None = None) -> FastAP
     app.state.service = service
     app.state.metrics = Metrics()
     app.state.started_at = time.time()
+    app.state.reloader = Reloader(settings, current=lambda: app.state.service, install=lambda new: _install(app, new))
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.middleware("http")(_observe_requests)
+    if settings.cors_origins:
+        # Added last, so it is the outermost layer and error responses carry CORS headers too.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
 
     app.include_router(_health_router())
     protected = APIRouter(dependencies=[Depends(require_api_key)])
     protected.include_router(api_router)
     protected.include_router(_info_router())
     app.include_router(protected)
+    if settings.admin_token is not None:
+        # Without a token the admin routes do not exist, so they return 404 like any unknown path.
+        app.include_router(admin_router())
     return app
+
+
+def _install(app: FastAPI, service: RuleService) -> None:
+    """Swap in a reloaded service: one reference assignment, read once by each request."""
+    app.state.service = service
+    _publish_gauges(app)
 
 
 def _start_encoder_worker(app: FastAPI) -> EncoderWorker:
@@ -114,6 +144,7 @@ def _start_encoder_worker(app: FastAPI) -> EncoderWorker:
 
 def _publish_gauges(app: FastAPI) -> None:
     metrics: Metrics = app.state.metrics
+    metrics.rules.clear()
     for name, loaded in app.state.service.rulesets.items():
         metrics.rules.labels(name).set(len(loaded.ruleset.rules))
     metrics.ready.set(1)
@@ -159,6 +190,11 @@ def _health_router() -> APIRouter:
     return router
 
 
+def _last_reload(request: Request) -> dict[str, Any] | None:
+    last = request.app.state.reloader.last
+    return None if last is None else last.model_dump(mode="json")
+
+
 def _info_router() -> APIRouter:
     router = APIRouter(tags=["info"])
 
@@ -186,6 +222,9 @@ def _info_router() -> APIRouter:
                 "tool_char_budget": settings.tool_char_budget,
             },
             "auth_required": request.app.state.settings.api_key is not None,
+            "admin_routes": request.app.state.settings.admin_token is not None,
+            "cors_origins": request.app.state.settings.cors_origins,
+            "reload": _last_reload(request),
             "uptime_seconds": round(time.time() - request.app.state.started_at, 1),
         }
 

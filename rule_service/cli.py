@@ -92,10 +92,11 @@ def serve(
     on_stale_index: Annotated[StaleIndexPolicy | None, typer.Option(help="Rebuild a stale saved index, or fail to start. Default: ASCL_ON_STALE_INDEX, else rebuild.")] = None,
     log_level: LogLevelOption = None,
 ) -> None:
-    """Start the HTTP rule service. The index is loaded or built before the port opens."""
+    """Start the HTTP rule service. The index is loaded or built before the port opens; SIGHUP reloads it."""
     import uvicorn
 
     from rule_service.app import create_app
+    from rule_service.http_server import uvicorn_options
 
     settings = make_settings(
         host=host, port=port, corpus_dir=corpus_dir, index_dir=index_dir, encoder=encoder,
@@ -103,8 +104,8 @@ def serve(
     )
     configure_logging(settings.log_level)
     service = load_service_or_exit(settings)
-    app = create_app(settings, service)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, log_level=settings.log_level.lower())
+    app = create_app(settings, service, handle_sighup=True)
+    uvicorn.run(app, **uvicorn_options(settings))
 
 
 @index_app.command("build")

@@ -54,6 +54,11 @@ POST_ONLY_RULE_ROUTES = frozenset({"search", "batch_search"})
 # Dependencies are `async def` so that FastAPI runs them on the event loop
 # instead of handing each one to a worker thread.
 async def get_service(request: Request) -> RuleService:
+    """Return the service that handles this request.
+
+    A reload replaces `app.state.service`, so a route reads it only here, once,
+    and uses that object to the end. Every response therefore comes from one index.
+    """
     service = getattr(request.app.state, "service", None)
     if service is None:
         raise HTTPException(status_code=503, detail="the rule index is still loading; retry shortly",

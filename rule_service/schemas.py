@@ -5,7 +5,7 @@ deployment can change (query length, `top_k`, batch size) are settings,
 checked in `rule_service.routes` so that the error message names the setting.
 """
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
@@ -146,3 +146,30 @@ class ToolCallResponse(BaseModel):
 class ErrorResponse(BaseModel):
     message: str
     detail: Any = None
+
+
+class ReloadError(BaseModel):
+    """One reason why a reload failed; rule problems also name the file, line, rule id and field."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    rule_id: str | None = None
+    field: str | None = None
+
+
+class ReloadStatus(BaseModel):
+    """State of one index reload, started by `POST /v1/admin/reload` or by SIGHUP."""
+
+    id: str
+    trigger: Literal["http", "signal"]
+    status: Literal["running", "succeeded", "failed"]
+    started_at: str = Field(description="UTC time the reload started, ISO 8601.")
+    finished_at: str | None = Field(None, description="UTC time the reload ended, ISO 8601; null while running.")
+    duration_seconds: float | None = None
+    previous_index_versions: dict[str, str] = Field(description="Index version per ruleset served when the reload started.")
+    index_versions: dict[str, str] | None = Field(
+        None, description="Index version per ruleset served after a successful reload; null otherwise."
+    )
+    errors: list[ReloadError] = Field(default_factory=list, description="Why the reload failed; at most the first 100.")
+    error_count: int = Field(0, description="Number of errors, including those left out of `errors`.")

@@ -5,13 +5,18 @@ tests and embedders can run several services with different settings in one
 process.
 """
 
+import json
 import os
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A browser origin: scheme, host and optional port, with no path or trailing slash.
+ORIGIN_PATTERN = re.compile(r"^https?://[^/\s?#]+$")
 
 
 def bundled_corpus_root() -> Path:
@@ -95,6 +100,26 @@ class Settings(BaseSettings):
         StaleIndexPolicy.rebuild, description="Rebuild or refuse to start when the saved index is stale."
     )
     api_key: SecretStr | None = Field(None, description="Bearer token required on every route except health checks.")
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token of the /v1/admin routes (index reload); unset disables those routes."
+    )
+    cors_origins: Annotated[
+        list[str],
+        NoDecode,
+        Field(description="Browser origins allowed by CORS, as a JSON list or comma-separated; empty sends no CORS headers."),
+    ] = []
+    max_header_bytes: Annotated[
+        int, Field(ge=1024, le=1024 * 1024, description="Largest request line plus headers accepted, in bytes; larger gets 431.")
+    ] = 16 * 1024
+    request_read_timeout_s: Annotated[
+        float, Field(gt=0, le=3600, description="Seconds a client may take to send a whole request, headers and body.")
+    ] = 30.0
+    keepalive_timeout_s: Annotated[
+        float, Field(gt=0, le=3600, description="Seconds an idle keep-alive connection stays open after a response.")
+    ] = 5.0
+    max_connections: Annotated[
+        int, Field(ge=1, description="Most open connections (or requests in progress) served; a request past it gets 503.")
+    ] = 1000
     default_top_k: Annotated[int, Field(ge=1)] = 5
     max_top_k: Annotated[int, Field(ge=1, le=1000)] = 50
     max_query_chars: Annotated[int, Field(ge=1)] = 2000
@@ -121,6 +146,29 @@ class Settings(BaseSettings):
 
         if not RULESET_NAME_PATTERN.match(value):
             raise ValueError(f"invalid ruleset name {value!r}; use lowercase letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a valid JSON list: {exc.msg} at column {exc.colno}") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not ORIGIN_PATTERN.match(origin):
+                raise ValueError(
+                    f"invalid CORS origin {origin!r}; use scheme://host[:port] without a path, or * for any origin"
+                )
         return value
 
     @field_validator("log_level")

@@ -7,15 +7,19 @@ content. The raw arguments go to the backend, which checks them like the HTTP
 tool route does, so invalid arguments return `isError` with the same message.
 """
 
+import hmac
+import json
 import logging
+import os
 from importlib import metadata
 from typing import Any, Literal
 
 import mcp_types as types
 from mcp.server.mcpserver import Context, MCPServer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent.backend import RuleBackend
-from agent.clients import RuleServiceError
+from agent.clients import API_KEY_ENV, RuleServiceError
 from rule_service.tool import TOOL_NAME, RuleToolOutput, mcp_tool
 
 logger = logging.getLogger(__name__)
@@ -79,21 +83,61 @@ def run_mcp(
     port: int = 8001,
     *,
     max_top_k: int | None = None,
+    api_key: str | None = None,
 ) -> None:
     """Serve the rule tool over stdio, or over streamable HTTP at http://host:port/mcp, until stopped.
 
-    Over stdio, stdout carries the protocol, so logs must go to stderr.
+    Over stdio, stdout carries the protocol, so logs must go to stderr. Over
+    HTTP, `api_key` (default: ASCL_API_KEY) is required as a bearer token on
+    every request, as the rule service requires it.
     """
     server = build_mcp_server(backend, max_top_k=max_top_k)
     if transport == "stdio":
         logger.info("MCP server %s starting on stdio", server.name)
         server.run("stdio")
     elif transport == "streamable-http":
-        logger.info("MCP server %s starting on http://%s:%d/mcp", server.name, host, port)
-        server.run("streamable-http", host=host, port=port)
+        import uvicorn
+
+        key = api_key or os.environ.get(API_KEY_ENV) or None
+        app = server.streamable_http_app(host=host)
+        if key:
+            app = BearerKeyMiddleware(app, key)
+        logger.info("MCP server %s starting on http://%s:%d/mcp, API key %s",
+                    server.name, host, port, "required" if key else "not required")
+        uvicorn.run(app, host=host, port=port, log_config=None)
     else:
         raise ValueError(f"transport must be 'stdio' or 'streamable-http' (got {transport!r})")
     logger.info("MCP server %s stopped", server.name)
+
+
+class BearerKeyMiddleware:
+    """ASGI middleware that returns 401 to every HTTP request without `Authorization: Bearer <key>`."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self._key = key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" or self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        logger.info("MCP request rejected: missing or wrong API key")
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        body = json.dumps({"message": f"missing or invalid API key; send it as 'Authorization: Bearer <{API_KEY_ENV}>'"})
+        await send({
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
+        })
+        await send({"type": "http.response.body", "body": body.encode()})
+
+    def _authorized(self, scope: Scope) -> bool:
+        header = next((value for name, value in scope.get("headers", []) if name.lower() == b"authorization"), b"")
+        scheme, _, token = header.partition(b" ")
+        # compare_digest takes time independent of where the values differ.
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._key)
 
 
 def _package_version() -> str:
