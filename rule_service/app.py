@@ -4,8 +4,7 @@ import asyncio
 import hmac
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata
 from typing import Any
@@ -20,6 +19,7 @@ from rule_service.body_limit import BodyLimitMiddleware
 from rule_service.errors import install_error_handlers
 from rule_service.batcher import EncoderWorker
 from rule_service.metrics import CacheCollector, Metrics
+from rule_service.observe import RequestObserver
 from rule_service.reload import Reloader
 from rule_service.routes import get_service
 from rule_service.routes import router as api_router
@@ -93,7 +93,7 @@ def create_app(settings: Settings, service: RuleService | None = None, *, handle
     app.state.reloader = Reloader(settings, current=lambda: app.state.service, install=lambda new: _install(app, new))
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.middleware("http")(_observe_requests)
+    app.add_middleware(RequestObserver, metrics=app.state.metrics)
     if settings.cors_origins:
         # Added last, so it is the outermost layer and error responses carry CORS headers too.
         app.add_middleware(
@@ -137,7 +137,7 @@ def _start_encoder_worker(app: FastAPI) -> EncoderWorker:
         queue_size=settings.encode_queue_size,
         on_batch=observe,
     )
-    metrics.registry.register(CacheCollector(worker.stats))
+    metrics.registry.register(CacheCollector(worker.stats, lambda: app.state.service.result_cache.stats))
     app.state.encoder_worker = worker
     return worker
 
@@ -148,25 +148,6 @@ def _publish_gauges(app: FastAPI) -> None:
     for name, loaded in app.state.service.rulesets.items():
         metrics.rules.labels(name).set(len(loaded.ruleset.rules))
     metrics.ready.set(1)
-
-
-async def _observe_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Tag each request with an id, and count and time it by route template."""
-    request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex[:16]
-    request.state.request_id = request_id
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        response.headers["X-Request-ID"] = request_id
-        return response
-    finally:
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        metrics: Metrics = request.app.state.metrics
-        metrics.requests.labels(template, request.method, str(status)).inc()
-        metrics.latency.labels(template, request.method).observe(time.perf_counter() - started)
 
 
 def _health_router() -> APIRouter:

@@ -87,7 +87,11 @@ class EncoderWorker:
 
     async def encode(self, texts: list[str]) -> np.ndarray:
         """Embed `texts` (shape (len(texts), dimension), float32) without blocking the event loop."""
-        return await asyncio.wrap_future(self.submit(texts))
+        future = self.submit(texts)
+        if future.done():
+            # All cached: wrap_future would still wake the loop through its self-pipe, a poll per request.
+            return future.result()
+        return await asyncio.wrap_future(future)
 
     def encode_sync(self, texts: list[str]) -> np.ndarray:
         return self.submit(texts).result()

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -46,11 +46,17 @@ class Metrics:
 
 
 class CacheCollector(Collector):
-    """Exports the encoder worker's cache counters at scrape time."""
+    """Exports the cache counters at scrape time: query embeddings, and ranked results of the current service."""
 
-    def __init__(self, stats: Any) -> None:
+    def __init__(self, stats: Any, result_stats: Callable[[], Any] | None = None) -> None:
         self.stats = stats
+        self.result_stats = result_stats
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily("ascl_query_cache_hits", "Query embeddings served from the cache.", value=self.stats.cache_hits)
         yield CounterMetricFamily("ascl_query_cache_misses", "Query embeddings that had to be computed.", value=self.stats.cache_misses)
+        if self.result_stats is not None:
+            # The counters restart at a reload, because the new service has a new cache.
+            results = self.result_stats()
+            yield CounterMetricFamily("ascl_result_cache_hits", "Searches answered from the result cache since the last reload.", value=results.hits)
+            yield CounterMetricFamily("ascl_result_cache_misses", "Searches that had to be ranked since the last reload.", value=results.misses)

@@ -70,22 +70,30 @@ ServiceDep = Annotated[RuleService, Depends(get_service)]
 
 
 async def run_search(request: Request, service: RuleService, queries: list[str], top_k: int, **kwargs: Any) -> list[list[Hit]]:
-    """Embed the queries on the batching encoder thread, then rank them here.
+    """Return cached results, and embed and rank the other queries.
 
-    Ranking (FAISS over thousands of vectors and BM25) takes well under a
-    millisecond per query, so it runs on the event loop without a thread hop.
+    Embedding runs on the batching encoder thread. Ranking (FAISS over
+    thousands of vectors and BM25) takes well under a millisecond per query,
+    so it runs on the event loop without a thread hop.
     """
     retriever = Retriever(kwargs.pop("retriever", None) or service.settings.retriever)
     metrics = request.app.state.metrics
     with metrics.search_seconds.time():
+        cached = service.cached_results(queries, top_k, retriever=retriever, **kwargs)
+        missing = list(dict.fromkeys(query for query, hits in zip(queries, cached, strict=True) if hits is None))
+        if not missing:
+            return cached  # type: ignore[return-value]
+
         vectors = None
         if retriever is not Retriever.bm25:
             try:
-                vectors = await request.app.state.encoder_worker.encode(queries)
+                vectors = await request.app.state.encoder_worker.encode(missing)
             except EncoderOverloadedError as exc:
                 raise HTTPException(status_code=503, detail=f"server busy: {exc}; retry later",
                                     headers={"Retry-After": "1"}) from None
-        return service.search(queries, top_k, retriever=retriever, vectors=vectors, **kwargs)
+        found = dict(zip(missing, service.search(missing, top_k, retriever=retriever, vectors=vectors, **kwargs),
+                         strict=True))
+        return [hits if hits is not None else list(found[query]) for query, hits in zip(queries, cached, strict=True)]
 
 
 def _hits(hits: list[Hit]) -> list[SearchHit]:

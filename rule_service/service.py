@@ -18,6 +18,7 @@ from rule_service.categories import CATEGORIES, CATEGORY_KEYS
 from rule_service.encoder import Encoder
 from rule_service.index import DenseIndex, StaleIndexError, build_index, expected_for, load_index, save_index
 from rule_service.lexical import LexicalIndex
+from rule_service.result_cache import ResultCache, search_key
 from rule_service.rules import Rule, RuleSet, discover_rulesets, load_ruleset
 from rule_service.settings import Retriever, Settings, StaleIndexPolicy
 
@@ -81,6 +82,7 @@ class RuleService:
         self.encoder = encoder
         self.rulesets = rulesets
         self.loaded_at = time.time()
+        self.result_cache = ResultCache(settings.query_cache_size)
 
     @classmethod
     def load(cls, settings: Settings, encoder: Encoder | None = None) -> "RuleService":
@@ -141,11 +143,29 @@ class RuleService:
         for position, query in enumerate(queries):
             vector = None if vectors is None else vectors[position : position + 1]
             ranked = _rank(loaded, query, vector, retriever, allowed)
-            hits = [Hit(loaded.rules_by_id[rule_id], score) for rule_id, score in ranked]
             if floor is not None:
-                hits = [hit for hit in hits if hit.score >= floor]
-            results.append(hits[:top_k])
+                ranked = [(rule_id, score) for rule_id, score in ranked if score >= floor]
+            hits = [Hit(loaded.rules_by_id[rule_id], score) for rule_id, score in ranked[:top_k]]
+            self.result_cache.put(search_key(loaded.name, retriever.value, query, top_k, categories, floor), hits)
+            results.append(hits)
         return results
+
+    def cached_results(
+        self,
+        queries: list[str],
+        top_k: int,
+        *,
+        ruleset: str | None = None,
+        categories: Iterable[str] | None = None,
+        min_score: float | None = None,
+        retriever: Retriever | None = None,
+    ) -> list[list[Hit] | None]:
+        """Return the cached hits of each query, or None where `search` must run; the arguments are those of `search`."""
+        name = self.get(ruleset).name
+        retriever = Retriever(retriever or self.settings.retriever)
+        floor = self.settings.min_score if min_score is None else min_score
+        return [self.result_cache.get(search_key(name, retriever.value, query, top_k, categories, floor))
+                for query in queries]
 
 
 def _prepare(ruleset: RuleSet, encoder: Encoder, settings: Settings) -> LoadedRuleset:
