@@ -187,11 +187,15 @@ def _drop_failed(output: Path) -> None:
     lines = output.read_bytes().split(b"\n")[:-1]
     kept = [line + b"\n" for line in lines if parse_trace_line(line.decode("utf-8")).finish_reason != FINISH_ERROR]
     temporary = output.with_name(output.name + ".tmp")
-    with open(temporary, "wb") as handle:
-        handle.writelines(kept)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, output)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.writelines(kept)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, output)
+    except OSError:
+        temporary.unlink(missing_ok=True)  # the output itself is untouched; a full disk needs the space back
+        raise
 
 
 @dataclass

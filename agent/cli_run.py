@@ -2,7 +2,8 @@
 
 Exit codes: 0 every episode ran and none failed, 1 some episodes failed, now or in an earlier run (their
 traces are in the output with the error), 2 bad input (prompt file, output
-file, options), 130 interrupted (run the same command again to resume).
+file, options), 74 the output could not be written (e.g. the disk is full; the traces already in it are
+intact), 130 interrupted (run the same command again to resume).
 """
 
 import asyncio
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 EXIT_FAILED_EPISODES = 1
 EXIT_BAD_INPUT = 2
+EXIT_WRITE_FAILED = 74  # EX_IOERR of sysexits.h
 EXIT_INTERRUPTED = 130
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -102,6 +104,12 @@ def agent_run(
     except BatchError as exc:
         error_console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    except OSError as exc:
+        if exc.filename is None:  # not a file error but, e.g., an escaped socket error: show its traceback
+            raise
+        error_console.print(f"[red]{escape(_write_failure(exc, output))}[/red]")
+        error_console.print("free some space or choose another --output, then run the same command again to resume")
+        raise typer.Exit(EXIT_WRITE_FAILED) from None
     _print_summary(summary, output)
     if summary.interrupted:
         error_console.print("interrupted; run the same command again to resume")
@@ -111,6 +119,15 @@ def agent_run(
                             "run again with --retry-failed to replace them")
     if summary.failed or summary.failed_before:
         raise typer.Exit(EXIT_FAILED_EPISODES)
+
+
+def _write_failure(exc: OSError, output: Path) -> str:
+    from agent.trace import TraceWriteError
+
+    if isinstance(exc, TraceWriteError):
+        return str(exc)
+    reason = exc.strerror or str(exc)
+    return f"cannot write to {exc.filename or output}: {reason[:1].lower()}{reason[1:]}"
 
 
 def _backend(rules_url: str | None) -> Any:

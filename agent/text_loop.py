@@ -4,7 +4,8 @@ The model writes a query between tags, e.g. `<search>how to store bleach
 safely</search>`. Generation is requested with `stop=["</search>"]`, so it
 halts at the closing tag; the loop sends the query to the rule backend,
 appends the closing tag and the rules between result tags, and asks the
-model to continue from there. Tags are configurable with `TextTags`.
+model to continue from there. Tags are configurable with `TextTags`; tags
+inside the inserted rules are escaped (`neutralise_tags`).
 
 The trace keeps the response in `text_segments`, each marked as written by
 the model or inserted by the loop, so a trainer can mask the inserted
@@ -12,7 +13,9 @@ tokens out of the loss. Modes `adaptive` and `never` are supported; the
 prompt is raw text, so `always` has no user message to look rules up for.
 """
 
+import html
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +120,8 @@ class _TextEpisode:
         results: list[ToolResult] = yield ToolRequest([arguments])
         self.state.record_lookup(results[0], turn=turn, name=TOOL_NAME, arguments=arguments, tool_call_id=None)
         tags = self.tags
-        self._add("tool", f"\n\n{tags.result_open}\n{results[0][0].content}\n{tags.result_close}\n\n")
+        content = neutralise_tags(results[0][0].content, tags)
+        self._add("tool", f"\n\n{tags.result_open}\n{content}\n{tags.result_close}\n\n")
 
     def _finish(self, choice: Any, limit_hit: bool) -> None:
         tail = []
@@ -140,6 +144,25 @@ class _TextEpisode:
         self.state.messages = [{"role": "user", "content": self.prompt}]
         if self.segments:
             self.state.messages.append({"role": "assistant", "content": self._response()})
+
+
+def neutralise_tags(text: str, tags: TextTags) -> str:
+    """Break every protocol tag inside inserted text, so that a rule cannot end the result block early.
+
+    Rule texts and tool results are data: a `</result>` inside one would
+    otherwise look to the model like the end of the inserted block, and what
+    follows like its own writing. Matching ignores case. `<` and `>` in a
+    matched tag become `&lt;` and `&gt;`; a tag without them gets a zero-width
+    space after its first character.
+    """
+    names = sorted({tags.query_open, tags.query_close, tags.result_open, tags.result_close}, key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(name) for name in names), re.IGNORECASE)
+    return pattern.sub(lambda match: _broken(match.group(0)), text)
+
+
+def _broken(tag: str) -> str:
+    escaped = html.escape(tag, quote=False)
+    return escaped if escaped != tag else f"{tag[0]}\u200b{tag[1:]}"
 
 
 def _pending_query(piece: str, choice: Any, tags: TextTags) -> str | None:

@@ -132,6 +132,19 @@ class Trace(_Record):
         return self.prompt_id, self.sample_index
 
 
+class TraceWriteError(OSError):
+    """A trace could not be appended (for example, the disk is full); the lines before it are intact."""
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        reason = cause.strerror or str(cause) or type(cause).__name__
+        super().__init__(cause.errno, reason, str(path))
+        self.message = (f"cannot write a trace to {path}: {reason[:1].lower()}{reason[1:]}; "
+                        "the traces written before it are intact")
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class TraceWriter:
     """Appends traces to a JSON Lines file, one whole line per `write` call, flushed at once.
 
@@ -148,14 +161,30 @@ class TraceWriter:
         self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115  (closed in close())
 
     def write(self, trace: Trace) -> None:
+        """Append one trace; raise `TraceWriteError` when it cannot, leaving the file as it was before."""
         data = (trace.model_dump_json() + "\n").encode("utf-8")
         with self._lock:
-            view = memoryview(data)
-            while view:  # a regular file takes the whole line at once; loop only for the rare short write
-                written = self._file.write(view)
-                view = view[written or 0:]
-            if self.fsync:
-                os.fsync(self._file.fileno())
+            start = os.fstat(self._file.fileno()).st_size
+            try:
+                view = memoryview(data)
+                while view:  # a regular file takes the whole line at once; loop only for the rare short write
+                    written = self._file.write(view)
+                    view = view[written or 0:]
+                if self.fsync:
+                    os.fsync(self._file.fileno())
+            except OSError as exc:
+                # A full disk accepts part of a line and then refuses the rest. Cutting
+                # the part away keeps the file a list of whole traces, and the episode
+                # runs again on resume.
+                self._cut_back(start)
+                raise TraceWriteError(self.path, exc) from exc
+
+    def _cut_back(self, size: int) -> None:
+        try:
+            os.ftruncate(self._file.fileno(), size)
+        except OSError as exc:
+            logger.error("%s: could not remove a partly written line after a failed write (%s); "
+                         "the next resume cuts it away", self.path, exc)
 
     def close(self) -> None:
         with self._lock:
@@ -299,5 +328,6 @@ def repair_torn_tail(path: str | Path) -> int:
 
 __all__ = [
     "SCHEMA_VERSION", "Labels", "Sampling", "TextSegment", "ToolCallEvent", "Trace", "TraceFileError",
-    "TraceProblem", "TraceScan", "TraceWriter", "Usage", "read_traces", "repair_torn_tail", "scan_traces",
+    "TraceProblem", "TraceScan", "TraceWriteError", "TraceWriter", "Usage", "read_traces", "repair_torn_tail",
+    "scan_traces",
 ]

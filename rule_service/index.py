@@ -90,6 +90,7 @@ class ExpectedIndex:
     index_type: str
     corpus_sha256: str
     rule_count: int
+    rule_ids: tuple[str, ...] = ()  # row order of a fresh build; empty skips the check
 
 
 class DenseIndex:
@@ -134,6 +135,7 @@ def expected_for(ruleset: RuleSet, encoder: Encoder, index_type: IndexType) -> E
         index_type=index_type.value,
         corpus_sha256=ruleset.sha256,
         rule_count=len(ruleset.rules),
+        rule_ids=tuple(rule.id for rule in ruleset.rules),
     )
 
 
@@ -215,6 +217,10 @@ def load_index(directory: Path, expected: ExpectedIndex) -> DenseIndex:
         raise StaleIndexError(f"index files in {directory} cannot be read: {exc}") from exc
     if index.d != expected.dimension:
         raise StaleIndexError(f"{directory / INDEX_FILE} has dimension {index.d}, expected {expected.dimension}")
+    # The checksums only show that the files match their manifest. A manifest
+    # rewritten by hand can list the checksum of ids from another corpus or order.
+    if expected.rule_ids and rule_ids != list(expected.rule_ids):
+        raise StaleIndexError(f"{directory / IDS_FILE} does not list the corpus's rule ids in build order")
     return DenseIndex(index, rule_ids, manifest)
 
 
