@@ -97,12 +97,14 @@ def serve(
 
     from rule_service.app import create_app
     from rule_service.http_server import uvicorn_options
+    from rule_service.memory import tune_malloc
 
     settings = make_settings(
         host=host, port=port, corpus_dir=corpus_dir, index_dir=index_dir, encoder=encoder,
         encoder_backend=encoder_backend, retriever=retriever, index_type=index_type, on_stale_index=on_stale_index, log_level=log_level,
     )
     configure_logging(settings.log_level)
+    tune_malloc()  # before the model loads, so its buffers already follow the thresholds
     service = load_service_or_exit(settings)
     app = create_app(settings, service, handle_sighup=True)
     uvicorn.run(app, **uvicorn_options(settings))

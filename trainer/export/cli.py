@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 1 unexpected error, 2 input the export cannot use
 (a bad trace line or an unknown schema_version, a missing --tokenizer, a chat
-template that cannot be cut into turns). On any error the output is left as it was.
+template that cannot be cut into turns), 74 the output could not be written
+(a full disk, no permission). On any error the output is left as it was.
 """
 
 import logging
@@ -19,6 +20,7 @@ console = Console()
 error_console = Console(stderr=True)
 
 EXIT_BAD_INPUT = 2
+EXIT_WRITE_FAILED = 74  # EX_IOERR of sysexits.h
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -46,6 +48,14 @@ def export(
     except ExportError as exc:
         error_console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.filename is not None and Path(exc.filename) == traces:
+            error_console.print(f"[red]cannot read {escape(str(traces))}: {escape(reason)}[/red]")
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        error_console.print(f"[red]cannot write {escape(str(exc.filename or output))}: {escape(reason)}; "
+                            f"{escape(str(output))} was left as it was[/red]")
+        raise typer.Exit(EXIT_WRITE_FAILED) from None
 
     unit = "record(s)" if export_format is ExportFormat.tokens else "prompt row(s)"
     console.print(f"read {summary.traces} trace(s); wrote {summary.rows} {unit} to {escape(str(summary.output))}")

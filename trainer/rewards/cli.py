@@ -3,7 +3,7 @@
 Exit codes:
 - 0: every trace was scored. Verdicts that fell back to the heuristic are
   counted in the summary and reported on stderr.
-- 1: an output file could not be written. The partial files keep what was scored.
+- 74: an output file could not be written. The partial files keep what was scored.
 - 2: bad input (trace file, reward config, options or partial files).
 - 130: interrupted. The traces scored so far are kept; run the same command again to resume.
 """
@@ -28,7 +28,7 @@ console = Console()
 error_console = Console(stderr=True)
 logger = logging.getLogger(__name__)
 
-EXIT_WRITE_FAILED = 1
+EXIT_WRITE_FAILED = 74  # EX_IOERR of sysexits.h, as `ascl agent run` and `ascl export` use
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
