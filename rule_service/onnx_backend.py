@@ -11,6 +11,8 @@ Normalize are supported; others raise a clear error.
 
 import json
 import logging
+import os
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -91,11 +93,16 @@ def export_onnx(model_dir: Path, cache_dir: Path, quantize: bool) -> Path:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         started = time.perf_counter()
-        temporary = cache_dir / ".model_int8.onnx.tmp"
+        temporary = _temporary_path(target)
         quantize_dynamic(str(float_path), str(temporary), weight_type=QuantType.QInt8)
         temporary.replace(target)
         logger.info("ONNX model quantised to int8 in %.1f s: %s", time.perf_counter() - started, target)
     return target
+
+
+def _temporary_path(target: Path) -> Path:
+    # A name of its own per process: two servers starting on one cache must not write the same file.
+    return target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
 
 
 def _export_float(model_dir: Path, path: Path) -> None:
@@ -117,7 +124,7 @@ def _export_float(model_dir: Path, path: Path) -> None:
             return self.inner(**dict(zip(names, inputs, strict=True))).last_hidden_state
 
     axes = {name: {0: "batch", 1: "sequence"} for name in (*names, "last_hidden_state")}
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = _temporary_path(path)
     # The tracer warns about Python branches in the attention code; they
     # depend on padding, not on values, and the exported graph is checked
     # against torch in the tests.

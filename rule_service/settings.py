@@ -91,8 +91,8 @@ class Settings(BaseSettings):
     )
     device: str = Field("cpu", description="torch device for the encoder.")
     encoder_backend: EncoderBackend = Field(
-        EncoderBackend.torch,
-        description="torch, or onnx / onnx_int8: ONNX Runtime on a copy exported (and quantised) on first use.",
+        EncoderBackend.onnx,
+        description="onnx / onnx_int8: ONNX Runtime on a copy exported (and quantised) on first use; or torch.",
     )
     retriever: Retriever = Field(Retriever.hybrid, description="Default ranking method.")
     index_type: IndexType = Field(IndexType.flat, description="FAISS index structure.")

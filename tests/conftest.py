@@ -98,8 +98,14 @@ def run_ascl(args: list[str], tmp_dir: Path, columns: int = 200, timeout: float 
 
 
 @pytest.fixture(scope="session")
-def encoder() -> Encoder:
-    """The bundled all-MiniLM-L6-v2 encoder, loaded once."""
+def encoder(bundled_settings: Settings) -> Encoder:
+    """The bundled all-MiniLM-L6-v2 encoder on the default backend, loaded once."""
+    return Encoder.from_settings(bundled_settings)
+
+
+@pytest.fixture(scope="session")
+def torch_encoder() -> Encoder:
+    """The bundled all-MiniLM-L6-v2 encoder run by sentence-transformers on torch, loaded once."""
     return Encoder(resolve_encoder(""))
 
 

@@ -29,14 +29,14 @@ def int8_encoder(cache_dir: Path, onnx_encoder: Encoder) -> Encoder:
     return Encoder(resolve_encoder("", "onnx_int8"), backend="onnx_int8", cache_dir=cache_dir)
 
 
-def test_onnx_matches_torch(onnx_encoder: Encoder, encoder: Encoder) -> None:
-    cosines = (onnx_encoder.encode(QUERIES) * encoder.encode(QUERIES)).sum(axis=1)
+def test_onnx_matches_torch(onnx_encoder: Encoder, torch_encoder: Encoder) -> None:
+    cosines = (onnx_encoder.encode(QUERIES) * torch_encoder.encode(QUERIES)).sum(axis=1)
 
     assert cosines.min() > 0.9999
 
 
-def test_int8_close_to_torch(int8_encoder: Encoder, encoder: Encoder) -> None:
-    cosines = (int8_encoder.encode(QUERIES) * encoder.encode(QUERIES)).sum(axis=1)
+def test_int8_close_to_torch(int8_encoder: Encoder, torch_encoder: Encoder) -> None:
+    cosines = (int8_encoder.encode(QUERIES) * torch_encoder.encode(QUERIES)).sum(axis=1)
 
     assert cosines.min() > 0.95
 
