@@ -7,6 +7,7 @@ Every index is written under a pytest temporary folder, never under ~/.cache.
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -165,3 +166,22 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     count = getattr(module, "CASES_RUN", {}).get("count", 0)
     if count:
         terminalreporter.write_line(f"schemathesis cases run: {count}")
+
+
+def _mount(target: Path, options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+                          capture_output=True, text=True, check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs standing in for a full disk; skipped where this process may not mount one (it needs root)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and the mount command")
+    target = tmp_path / "small-disk"
+    target.mkdir()
+    mounted = _mount(target, "size=64k")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield target
+    subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)

@@ -10,12 +10,11 @@ past a size: a test double for a disk, since no other way to fill one exists.
 
 import errno
 import os
-import shutil
 import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -159,25 +158,6 @@ def test_writer_full_disk_keeps_whole_lines(tmp_path: Path) -> None:
     assert caught.value.filename == str(path)
     assert str(caught.value) == (f"cannot write a trace to {path}: no space left on device; "
                                  "the traces written before it are intact")
-
-
-def _mount(target: Path, options: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
-                          capture_output=True, text=True, check=False)
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs; skipped where this process may not mount one."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root and the mount command")
-    target = tmp_path / "small-disk"
-    target.mkdir()
-    mounted = _mount(target, "size=64k")
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    yield target
-    subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
 
 
 def test_cli_full_disk_then_resume(model: ScriptedModel, model_url: str, server: LiveServer, tmp_path: Path,

@@ -110,3 +110,21 @@ def scripted_judge_server() -> Iterator[tuple[ScriptedModel, LiveServer]]:
             yield model, live
         finally:
             live.stop()
+
+
+@pytest.fixture(scope="module")
+def scripted() -> Iterator[tuple[ScriptedModel, LiveServer]]:
+    """The scripted model server with the judge policies, one per test module."""
+    with scripted_judge_server() as started:
+        yield started
+
+
+@pytest.fixture
+def model(scripted: tuple[ScriptedModel, LiveServer]) -> ScriptedModel:
+    scripted[0].reset()
+    return scripted[0]
+
+
+@pytest.fixture
+def url(scripted: tuple[ScriptedModel, LiveServer]) -> str:
+    return scripted[1].base_url + "/v1"

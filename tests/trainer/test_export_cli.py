@@ -7,8 +7,6 @@ real rule service over HTTP on loopback.
 
 import contextlib
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -226,30 +224,17 @@ def test_cli_unknown_format(runs: dict[str, Path], tmp_path: Path) -> None:
     assert "parquet" in result.stderr
 
 
-def test_cli_full_disk_keeps_output(runs: dict[str, Path], tmp_path: Path) -> None:
-    # A real tmpfs, filled up, stands in for a full disk; mounting one needs root.
-    from tests.agent.test_faults import _mount
+def test_cli_full_disk_keeps_output(runs: dict[str, Path], tmp_path: Path, small_disk: Path) -> None:
+    output = small_disk / "prompts.jsonl"
+    output.write_text("earlier export\n")
+    with open(small_disk / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):
+        while True:
+            filler.write(b"x" * 1024)
 
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root and the mount command")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = _mount(disk, "size=64k")
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        output = disk / "prompts.jsonl"
-        output.write_text("earlier export\n")
-        with open(disk / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):
-            while True:
-                filler.write(b"x" * 1024)
+    result = export(tmp_path, runs["chat"], "openrlhf", output)
 
-        result = export(tmp_path, runs["chat"], "openrlhf", output)
-
-        assert result.returncode == 74, result.stderr
-        assert "No space left on device" in result.stderr
-        assert "Traceback" not in result.stderr
-        assert output.read_text() == "earlier export\n"
-        assert sorted(path.name for path in disk.iterdir()) == ["filler", "prompts.jsonl"]
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True, check=False)
+    assert result.returncode == 74, result.stderr
+    assert "No space left on device" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert output.read_text() == "earlier export\n"
+    assert sorted(path.name for path in small_disk.iterdir()) == ["filler", "prompts.jsonl"]

@@ -8,35 +8,17 @@ official `openai` client, and the server's request log counts them.
 """
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.agent.scripted_server import ScriptedModel
-from tests.conftest import LiveServer, free_port
-from tests.trainer.rewards_support import make_trace, scripted_judge_server
+from tests.conftest import free_port
+from tests.trainer.rewards_support import make_trace, model, scripted, url  # noqa: F401  (model, scripted, url: fixtures)
 from trainer.rewards import (
     RUBRIC_VERSION, Judge, JudgeError, RewardConfig, VerdictCache, helpfulness_reward, safety_reward, score_trace,
     score_trace_details, score_traces, verdict_key,
 )
-
-
-@pytest.fixture(scope="module")
-def scripted() -> Iterator[tuple[ScriptedModel, LiveServer]]:
-    with scripted_judge_server() as started:
-        yield started
-
-
-@pytest.fixture
-def model(scripted: tuple[ScriptedModel, LiveServer]) -> ScriptedModel:
-    scripted[0].reset()
-    return scripted[0]
-
-
-@pytest.fixture
-def url(scripted: tuple[ScriptedModel, LiveServer]) -> str:
-    return scripted[1].base_url + "/v1"
 
 
 def make_judge(url: str, policy: str = "judge", **options) -> Judge:

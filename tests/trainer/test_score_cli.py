@@ -11,33 +11,14 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 from agent.trace import Trace, TraceWriter, read_traces
 from tests.agent.scripted_server import ScriptedModel
 from tests.conftest import ASCL_BIN, REPO_ROOT, LiveServer, cli_env, free_port, run_ascl
-from tests.trainer.rewards_support import make_trace, scripted_judge_server, tool_call
+from tests.trainer.rewards_support import make_trace, model, scripted, tool_call, url  # noqa: F401  (fixtures)
 from trainer.rewards import score_trace_details
-
-
-@pytest.fixture(scope="module")
-def scripted() -> Iterator[tuple[ScriptedModel, LiveServer]]:
-    with scripted_judge_server() as started:
-        yield started
-
-
-@pytest.fixture
-def model(scripted: tuple[ScriptedModel, LiveServer]) -> ScriptedModel:
-    scripted[0].reset()
-    return scripted[0]
-
-
-@pytest.fixture
-def url(scripted: tuple[ScriptedModel, LiveServer]) -> str:
-    return scripted[1].base_url + "/v1"
 
 
 def sample_traces() -> list[Trace]:
