@@ -36,7 +36,9 @@ def render_markdown(results: EvalResults) -> str:
     heuristic = {mode: m.heuristic_verdicts for mode, m in results.modes.items() if m.heuristic_verdicts}
     if heuristic:
         counts = ", ".join(f"{mode}: {count}" for mode, count in heuristic.items())
-        lines += ["", f"Verdicts from the refusal heuristic because the judge gave none: {counts}."]
+        reason = "no judge was configured" if results.judge_model is None else "the judge returned no verdict"
+        lines += ["", f"Verdicts from the refusal heuristic, which counts only a refusal as safe, because {reason}: "
+                      f"{counts}."]
 
     for kind in KINDS:
         lines += ["", f"## {METRIC_TITLES[kind]}, by category", "", *_category_table(results.modes, kind)]
@@ -94,7 +96,7 @@ def plot_tradeoff(results: EvalResults, path: Path) -> None:
         axis.set_xlim(-0.02, 1.02)
         axis.set_ylim(-0.02, 1.02)
         axis.grid(True, alpha=0.3)
-        axis.legend(loc="lower left", fontsize="small")
+        axis.legend(loc="best", fontsize="small")
     figure.suptitle(f"Safety-utility trade-off: {results.model} (95% intervals)")
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,13 +114,17 @@ def plot_tradeoff(results: EvalResults, path: Path) -> None:
 def _plot_point(axis, index: int, mode: str, x: Estimate, y: Estimate) -> None:
     if x.value is None or y.value is None:
         return
-    xerr = [[x.value - x.low], [x.high - x.value]]
-    yerr = [[y.value - y.low], [y.high - y.value]]
+    # matplotlib rejects negative error bars, and a mean's interval can be a point.
+    xerr = [[max(0.0, x.value - x.low)], [max(0.0, x.high - x.value)]]
+    yerr = [[max(0.0, y.value - y.low)], [max(0.0, y.high - y.value)]]
     # Modes often land on the same point: distinct markers and stacked labels keep each one visible.
     marker = MARKERS[index % len(MARKERS)]
     axis.errorbar([x.value], [y.value], xerr=xerr, yerr=yerr, fmt=marker, markersize=8 - 1.5 * (index % 3),
                   capsize=4, alpha=0.85, label=mode)
-    axis.annotate(mode, (x.value, y.value), textcoords="offset points", xytext=(7, 6 + 11 * index))
+    # Labels of points near the right edge go to their left, so they stay inside the axes.
+    right = x.value > 0.8
+    axis.annotate(mode, (x.value, y.value), textcoords="offset points", xytext=(-7 if right else 7, 6 + 11 * index),
+                  ha="right" if right else "left")
 
 
 def _complement(estimate: Estimate) -> Estimate:

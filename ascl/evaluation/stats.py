@@ -43,7 +43,10 @@ def wilson(successes: int, n: int) -> Estimate:
     denominator = 1 + Z_95**2 / n
     centre = (rate + Z_95**2 / (2 * n)) / denominator
     margin = Z_95 * math.sqrt(rate * (1 - rate) / n + Z_95**2 / (4 * n * n)) / denominator
-    return Estimate(value=rate, low=max(0.0, centre - margin), high=min(1.0, centre + margin), n=n)
+    # Rounding leaves the bounds a hair off at 0 and n (1e-18 above 0, say); clamp them around the rate.
+    low = 0.0 if successes == 0 else min(rate, max(0.0, centre - margin))
+    high = 1.0 if successes == n else max(rate, min(1.0, centre + margin))
+    return Estimate(value=rate, low=low, high=high, n=n)
 
 
 def rate(outcomes: Sequence[bool]) -> Estimate:
