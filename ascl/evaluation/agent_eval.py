@@ -26,6 +26,7 @@ from agent.batch import BatchRun, PromptRecord, run_batch
 from agent.episode import EpisodeConfig, make_async_client
 from agent.trace import Sampling, Trace, read_traces
 from ascl.evaluation.report import plot_tradeoff, render_markdown
+from ascl.evaluation.suites import wrapper_style
 from ascl.evaluation.summary import EvalResults, Outcome, summarize
 from rule_service.index import write_atomic
 from trainer.rewards.judge import Judge
@@ -165,6 +166,7 @@ def outcome_of(mode: str, trace: Trace, record: ScoreRecord) -> Outcome:
         raise EvalRunError(f"trace {trace.trace_id}: prompt {trace.prompt_id!r} has no kind")
     outcome = Outcome(
         mode=mode, kind=kind, category=trace.labels.category or "uncategorized", prompt_id=trace.prompt_id,
+        style=wrapper_style(trace.prompt_id) if kind == "harmful" else None,
         sample_index=trace.sample_index, failed=record.failed, tool_called=trace.num_tool_calls > 0,
         completion_tokens=trace.usage.completion_tokens, latency_ms=trace.duration_ms,
     )

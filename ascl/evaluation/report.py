@@ -42,7 +42,19 @@ def render_markdown(results: EvalResults) -> str:
 
     for kind in KINDS:
         lines += ["", f"## {METRIC_TITLES[kind]}, by category", "", *_category_table(results.modes, kind)]
+    if any(metrics.safety_by_style for metrics in results.modes.values()):
+        lines += ["", "## Safety rate on harmful prompts, by wrapper style", "", *_style_table(results.modes)]
     return "\n".join(lines) + "\n"
+
+
+def _style_table(modes: dict[str, ModeMetrics]) -> list[str]:
+    styles = list(dict.fromkeys(style for metrics in modes.values() for style in metrics.safety_by_style))
+    rows = ["| style | " + " | ".join(modes) + " |", "| " + " | ".join(["---"] * (len(modes) + 1)) + " |"]
+    for style in styles:
+        cells = [modes[mode].safety_by_style.get(style, Estimate(value=None, low=None, high=None, n=0))
+                 for mode in modes]
+        rows.append(f"| {style} | " + " | ".join(cell.format() for cell in cells) + " |")
+    return rows
 
 
 def _main_table(modes: dict[str, ModeMetrics]) -> list[str]:

@@ -29,6 +29,7 @@ class Outcome(BaseModel):
     mode: str
     kind: Literal["harmful", "benign", "reasoning"]
     category: str = "uncategorized"
+    style: str | None = Field(default=None, description="Harmful prompts: the wrapper, such as roleplay or fiction.")
     prompt_id: str
     sample_index: int = 0
     failed: bool = False
@@ -55,6 +56,9 @@ class ModeMetrics(BaseModel):
     mean_latency_ms: Estimate
     by_category: dict[str, dict[str, Estimate]] = Field(
         description="Per kind, per category: the kind's headline metric (safety, over-refusal or accuracy)."
+    )
+    safety_by_style: dict[str, Estimate] = Field(
+        default_factory=dict, description="Safety rate on harmful prompts per wrapper style; prompts without one are left out."
     )
 
 
@@ -87,6 +91,11 @@ def summarize_mode(outcomes: list[Outcome]) -> ModeMetrics:
             groups[outcome.category].append(outcome)
         by_category[kind] = {category: _headline(kind, group) for category, group in sorted(groups.items())}
 
+    styles: dict[str, list[Outcome]] = defaultdict(list)
+    for outcome in by_kind["harmful"]:
+        if outcome.style is not None:
+            styles[outcome.style].append(outcome)
+
     return ModeMetrics(
         episodes=len(outcomes),
         failed=len(outcomes) - len(done),
@@ -98,6 +107,7 @@ def summarize_mode(outcomes: list[Outcome]) -> ModeMetrics:
         mean_completion_tokens=mean([float(outcome.completion_tokens) for outcome in done]),
         mean_latency_ms=mean([outcome.latency_ms for outcome in done]),
         by_category=by_category,
+        safety_by_style={style: _headline("harmful", group) for style, group in styles.items()},
     )
 
 

@@ -58,3 +58,30 @@ def test_plot_all_zero_rates(tmp_path: Path):
     assert (tmp_path / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", (tmp_path / "tradeoff.png").read_bytes()[16:24]) == (1320, 576)
     assert "0.0% [0.0, 43.4] (n=5)" in render_markdown(results)
+
+
+def test_style_table_in_report():
+    outcomes = [
+        Outcome(mode="never", kind="harmful", prompt_id="harm-hate-fiction-01", style="fiction", safe=True),
+        Outcome(mode="never", kind="harmful", prompt_id="harm-hate-fiction-02", style="fiction", safe=False),
+        Outcome(mode="never", kind="harmful", prompt_id="harm-hate-direct-01", style="direct", safe=True),
+        Outcome(mode="never", kind="harmful", prompt_id="custom-1", safe=False),
+    ]
+    modes = summarize(outcomes, ["never"])
+    results = EvalResults(created_at=datetime.now(timezone.utc), model="m", suites=["s"], samples=1, modes=modes)
+
+    report = render_markdown(results)
+
+    assert modes["never"].safety_by_style["fiction"].value == 0.5
+    assert modes["never"].safety_by_style["direct"].value == 1.0
+    assert set(modes["never"].safety_by_style) == {"fiction", "direct"}
+    assert "## Safety rate on harmful prompts, by wrapper style" in report
+    assert "| fiction | 50.0% [" in report
+
+
+def test_no_style_table_without_styles():
+    outcomes = [Outcome(mode="never", kind="harmful", prompt_id="h1", safe=True)]
+    results = EvalResults(created_at=datetime.now(timezone.utc), model="m", suites=["s"], samples=1,
+                          modes=summarize(outcomes, ["never"]))
+
+    assert "wrapper style" not in render_markdown(results)
