@@ -1,10 +1,10 @@
 """glibc heap settings for the long-running server.
 
 Encoding batches of varying shape allocates and frees many mid-sized
-buffers. With glibc's defaults these come from the heap and fragment it:
-under 10,000 distinct queries the server's resident memory grew by a
-quarter and kept rising, while the same run with the two settings below
-stayed within 1% (measured with benchmarks/load_test.py, 2 CPU cores).
+buffers. With glibc's defaults these come from the heap and fragment it.
+Under 10,000 distinct queries the server's resident memory grew by a
+quarter and kept rising. The same run with the two settings below stayed
+within 1% (measured with benchmarks/load_test.py, 2 CPU cores).
 Buffers of 64 KiB and more then come from mmap and go back to the system
 when freed, and free heap memory is trimmed sooner.
 """

@@ -130,10 +130,8 @@ class RuleService:
         (the HTTP app gets them from its batching encoder thread); otherwise
         the encoder is called here.
         """
-        loaded = self.get(ruleset)
-        retriever = Retriever(retriever or self.settings.retriever)
+        loaded, retriever, floor = self._resolve(ruleset, retriever, min_score)
         allowed = _category_mask(loaded, categories)
-        floor = self.settings.min_score if min_score is None else min_score
 
         if retriever is Retriever.bm25:
             vectors = None
@@ -161,11 +159,15 @@ class RuleService:
         retriever: Retriever | None = None,
     ) -> list[list[Hit] | None]:
         """Return the cached hits of each query, or None where `search` must run; the arguments are those of `search`."""
-        name = self.get(ruleset).name
-        retriever = Retriever(retriever or self.settings.retriever)
-        floor = self.settings.min_score if min_score is None else min_score
-        return [self.result_cache.get(search_key(name, retriever.value, query, top_k, categories, floor))
+        loaded, retriever, floor = self._resolve(ruleset, retriever, min_score)
+        return [self.result_cache.get(search_key(loaded.name, retriever.value, query, top_k, categories, floor))
                 for query in queries]
+
+    def _resolve(self, ruleset: str | None, retriever: Retriever | None,
+                 min_score: float | None) -> tuple[LoadedRuleset, Retriever, float | None]:
+        """Apply the server defaults: the ruleset, the retriever and the score floor a search uses."""
+        floor = self.settings.min_score if min_score is None else min_score
+        return self.get(ruleset), Retriever(retriever or self.settings.retriever), floor
 
 
 def _prepare(ruleset: RuleSet, encoder: Encoder, settings: Settings) -> LoadedRuleset:

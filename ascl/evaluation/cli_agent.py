@@ -1,9 +1,9 @@
 """`ascl eval agent` and `ascl eval compare`: the safety-utility trade-off per mode, and the change between runs.
 
 Exit codes of `eval agent`: 0 report written and no episode failed, 1 report
-written but some episodes failed (they are left out of the rates and counted
-in the report), 2 bad input, 130 interrupted (run the same command again to
-resume). `eval compare` exits 0, or 2 when a results file cannot be read.
+written but some episodes failed, 2 bad input, 130 interrupted (run the same
+command again to resume). Failed episodes are counted in the report and left
+out of the rates. `eval compare` exits 0, or 2 when a results file cannot be read.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -99,11 +100,11 @@ def eval_agent(
 def _limit(prompts: list[Any], limit: int | None) -> list[Any]:
     if limit is None:
         return prompts
-    taken: dict[Any, int] = {}
+    counts: Counter[Any] = Counter()
     chosen = []
     for prompt in prompts:
-        if taken.get(prompt.kind, 0) < limit:
-            taken[prompt.kind] = taken.get(prompt.kind, 0) + 1
+        if counts[prompt.kind] < limit:
+            counts[prompt.kind] += 1
             chosen.append(prompt)
     return chosen
 

@@ -126,9 +126,10 @@ def plot_tradeoff(results: EvalResults, path: Path) -> None:
 def _plot_point(axis, index: int, mode: str, x: Estimate, y: Estimate) -> None:
     if x.value is None or y.value is None:
         return
-    # matplotlib rejects negative error bars, and a mean's interval can be a point.
-    xerr = [[max(0.0, x.value - x.low)], [max(0.0, x.high - x.value)]]
-    yerr = [[max(0.0, y.value - y.low)], [max(0.0, y.high - y.value)]]
+    # Every estimate's interval contains its value (stats.wilson clamps the rounding at 0 and n),
+    # so no error bar is negative, which matplotlib would reject.
+    xerr = [[x.value - x.low], [x.high - x.value]]
+    yerr = [[y.value - y.low], [y.high - y.value]]
     # Modes often land on the same point: distinct markers and stacked labels keep each one visible.
     marker = MARKERS[index % len(MARKERS)]
     axis.errorbar([x.value], [y.value], xerr=xerr, yerr=yerr, fmt=marker, markersize=8 - 1.5 * (index % 3),
